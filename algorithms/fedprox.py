@@ -1,0 +1,33 @@
+"""FedProx (Li et al., 2020): FedAvg plus a proximal term in the local objective.
+
+Convention: loss = CE + (mu / 2) * ||w - w_global||^2, so the gradient gains mu * (w - w_global).
+DynaFed's code adds lambda * ||dw||^2 (mu = 2 * lambda); FedGen's adds an extra 1e-3 L2 term, which we
+do not (spec section 6). The paper's mu is unknown; 0.01 is the common default of FedProx's own sweeps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from algorithms.fedavg import FedAvg
+from algorithms.registry import register
+from benchmarks.typed import SearchRange, setting
+
+
+@dataclass(frozen=True)
+class FedProxParams:
+    mu: float = setting(0.01, ge=0.0, doc="proximal coefficient, in the mu/2 * ||w - w_global||^2 convention",
+                        tune=SearchRange(1e-4, 1.0, log=True))
+
+
+@register("fedprox")
+class FedProx(FedAvg):
+    Params = FedProxParams
+
+    def local_loss(self, model, batch, ctx):
+        loss = super().local_loss(model, batch, ctx)
+        if self.params.mu == 0.0:
+            return loss
+        flat_now = torch.cat([p.reshape(-1) for p in model.parameters()])
+        return loss + 0.5 * self.params.mu * (flat_now - ctx.global_flat).pow(2).sum()

@@ -1,0 +1,1 @@
+"""hetbench: the shared federated runner, data, partitions, models, suites, tuning and CLI."""

@@ -1,0 +1,149 @@
+"""Run directories: written under a temporary name, renamed into place when complete.
+
+A directory named by a run id is therefore always whole, and a sweep can skip it. The format is
+documented in ``results/README.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = 1
+
+
+class ResultsError(RuntimeError):
+    """The results folder cannot be written; the message says which path and why."""
+
+
+def results_root(explicit: str | Path | None = None) -> Path:
+    """``--results DIR``, else ``$HETBENCH_RESULTS``, else ``results/`` under the repository."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("HETBENCH_RESULTS")
+    return Path(env) if env else REPO_ROOT / "results"
+
+
+def fmt(value) -> str:
+    return repr(float(value))
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10)
+        rev = head.stdout.strip() if head.returncode == 0 else ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("-dirty" if dirty else "")
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform(), "hetbench": "0.1.0"}
+
+
+class RunDirectory:
+    """One run's output folder under ``<root>/<suite>/``."""
+
+    def __init__(self, root: Path, suite: str, run_id: str):
+        self.suite_dir = Path(root) / suite
+        self.run_id = run_id
+        self.final = self.suite_dir / run_id
+        self.tmp = self.suite_dir / f".tmp-{run_id}-{os.getpid()}"
+        self._rounds = None
+        self._timings = None
+
+    def is_complete(self) -> bool:
+        return (self.final / "summary.json").is_file()
+
+    def open(self, config: dict) -> None:
+        try:
+            self.suite_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.suite_dir.glob(f".tmp-{self.run_id}-*"):
+                if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+                    shutil.rmtree(stale, ignore_errors=True)
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir()
+            _write_json(self.tmp / "config.json", config)
+            self._rounds = open(self.tmp / "rounds.csv", "w", newline="")
+            self._timings = open(self.tmp / "timings.csv", "w", newline="")
+        except OSError as exc:
+            raise ResultsError(f"results: cannot write under {self.suite_dir} ({exc.strerror or exc})") from None
+        self._rounds.write("round,split,metric,value\n")
+        self._timings.write("round,split,metric,value\n")
+
+    def add(self, rnd: int, split: str, metric: str, value) -> None:
+        self._rounds.write(f"{rnd},{split},{metric},{fmt(value)}\n")
+
+    def add_time(self, rnd: int, metric: str, seconds: float) -> None:
+        self._timings.write(f"{rnd},time,{metric},{fmt(seconds)}\n")
+
+    def flush(self) -> None:
+        self._rounds.flush()
+        self._timings.flush()
+
+    def finish(self, summary: dict) -> Path:
+        """Write summary.json and move the folder into place; returns the final path."""
+        try:
+            self._close()
+            summary = {"schema": SCHEMA, **summary}
+            _write_json(self.tmp / "summary.json", summary)
+            if self.final.exists():
+                # Another process finished the same config first; its result is equally valid.
+                shutil.rmtree(self.tmp)
+            else:
+                os.replace(self.tmp, self.final)
+        except OSError as exc:
+            raise ResultsError(f"results: cannot finish {self.final} ({exc.strerror or exc})") from None
+        return self.final
+
+    def abandon(self) -> None:
+        """Close files but leave the temporary folder: reports list it as unfinished."""
+        self._close()
+
+    def _close(self) -> None:
+        for fh in (self._rounds, self._timings):
+            if fh is not None and not fh.closed:
+                fh.close()
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".part")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_summary(run_dir: Path) -> dict:
+    with open(Path(run_dir) / "summary.json") as fh:
+        return json.load(fh)
+
+
+def echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
