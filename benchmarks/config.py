@@ -82,6 +82,7 @@ class RunConfig:
                                doc="uniform mean (DynaFed, FedDF) or weighted by client sample count")
     eval_every: int = setting(1, ge=1)
     eval_batch_size: int = setting(1000, ge=1)
+    eval_test: bool = setting(True, doc="false = never evaluate (or even hold) the test set; tuning runs use it")
     seed: int = setting(0, ge=0)
     threads: int = setting(1, ge=1, doc="torch intra-op threads for this run")
     device: str = setting("cpu", doc="cpu, cuda, cuda:N")

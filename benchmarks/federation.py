@@ -25,7 +25,7 @@ class Federation:
     client_indices: list[torch.Tensor]
     val: TensorData
     proxy: TensorData | None
-    test: TensorData
+    test: TensorData | None
     stats: dict
     proxy_positions: np.ndarray
     val_positions: np.ndarray
@@ -41,7 +41,8 @@ class Federation:
     def describe(self) -> dict:
         return {"name": self.dataset.name, "source": self.dataset.source, "notes": self.dataset.notes,
                 "n_client_pool": int(sum(len(i) for i in self.client_indices)), "n_val": len(self.val),
-                "n_proxy": 0 if self.proxy is None else len(self.proxy), "n_test": len(self.test),
+                "n_proxy": 0 if self.proxy is None else len(self.proxy),
+                "n_test": 0 if self.test is None else len(self.test),
                 "num_classes": self.num_classes, "input_shape": list(self.input_shape)}
 
 
@@ -94,7 +95,7 @@ def build_federation(cfg, device: torch.device, data_dir=None) -> Federation:
     train_y = ds.train_y.to(device)
     val = TensorData(train_x[torch.from_numpy(val_pos).to(device)], train_y[torch.from_numpy(val_pos).to(device)])
     proxy = _proxy_data(cfg, ds, train_x, proxy_pos, device)
-    test = TensorData(normalise(ds.test_x, ds.mean, ds.std, device), ds.test_y.to(device))
+    test = TensorData(normalise(ds.test_x, ds.mean, ds.std, device), ds.test_y.to(device)) if cfg.eval_test else None
     clients = [torch.from_numpy(cp).long() for cp in client_positions]
     return Federation(ds, TensorData(train_x, train_y), clients, val, proxy, test, stats, proxy_pos, val_pos)
 

@@ -32,8 +32,12 @@ def sample_clients(rng: np.random.Generator, n_clients: int, per_round: int) -> 
 
 
 def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = None, data_dir=None,
-        progress: bool = True) -> Path:
-    """Run ``cfg`` unless its result already exists; return the run directory."""
+        progress: bool = True, on_eval=None) -> Path:
+    """Run ``cfg`` unless its result already exists; return the run directory.
+
+    ``on_eval(rnd, metrics)`` is called after every evaluated round with that round's validation metrics
+    only (tuners must never see the test set); an exception it raises abandons the run.
+    """
     out = RunDirectory(results_root(results), suite, cfg.run_id())
     if out.is_complete():
         return out.final
@@ -59,7 +63,8 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     out.open(cfg.to_dict())
     server.artifact_dir = out.tmp
     try:
-        summary = _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, sampler, out, progress)
+        summary = _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, sampler, out, progress,
+                        on_eval)
     except BaseException:
         out.abandon()
         raise
@@ -70,20 +75,24 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     return out.finish(summary)
 
 
-def _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, sampler, out, progress) -> dict:
+def _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, sampler, out, progress,
+          on_eval) -> dict:
     history: dict[int, dict[str, float]] = {}
 
     def evaluate_round(rnd: int) -> float:
         start = time.perf_counter()
         for split, data in (("val", fed.val), ("test", fed.test)):
-            if len(data) == 0:
+            if data is None or len(data) == 0:
                 continue
             acc, loss = evaluate(global_model, data, cfg.eval_batch_size)
             history.setdefault(rnd, {})[f"{split}_accuracy"] = acc
             history[rnd][f"{split}_loss"] = loss
             out.add(rnd, split, "accuracy", acc)
             out.add(rnd, split, "loss", loss)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if on_eval is not None:
+            on_eval(rnd, {k: v for k, v in history[rnd].items() if k.startswith("val_")})
+        return seconds
 
     evaluate_round(0)
     algorithm.setup(global_model, global_flat)
@@ -157,7 +166,7 @@ def _summary(history: dict, totals: dict, rounds_done: int, diverged) -> dict:
     if with_val:
         best = max(with_val, key=lambda r: (history[r]["val_accuracy"], -r))
         best_val = {"round": best, "val_accuracy": history[best]["val_accuracy"],
-                    "test_accuracy": history[best]["test_accuracy"]}
+                    "test_accuracy": history[best].get("test_accuracy")}
     else:
         best_val = None
     return {

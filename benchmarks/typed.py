@@ -84,18 +84,20 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{path}: unsupported setting type {_type_name(tp)}")
 
 
-def _check_bounds(path: str, value: Any, meta: typing.Mapping) -> None:
+def _check_bounds(path: str, value: Any, meta: typing.Mapping, shown: Any = None) -> None:
+    """Raise if ``value`` breaks the field's choices or bounds; ``shown`` is the value as the user wrote it."""
+    shown = value if shown is None else shown
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join(str(c) for c in choices)
-        raise ConfigError(f"{path}: {value!r} is not one of {allowed}")
+        raise ConfigError(f"{path}: {shown!r} is not one of {allowed}")
     if value is None or isinstance(value, (str, bool, tuple)):
         return
     for key, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
                           ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
         bound = meta.get(key)
         if bound is not None and not ok(value, bound):
-            raise ConfigError(f"{path}: {value!r} must be {word} {bound}")
+            raise ConfigError(f"{path}: {shown!r} must be {word} {bound:g}")
 
 
 def build(cls: type, data: typing.Mapping[str, Any] | None, path: str) -> Any:
@@ -119,7 +121,7 @@ def build(cls: type, data: typing.Mapping[str, Any] | None, path: str) -> Any:
             kwargs[name] = build(tp, data[name], dotted)
             continue
         value = _coerce(dotted, data[name], tp)
-        _check_bounds(dotted, value, f.metadata)
+        _check_bounds(dotted, value, f.metadata, shown=data[name])
         kwargs[name] = value
     obj = cls(**kwargs)
     for name, f in fields.items():

@@ -1,0 +1,286 @@
+"""The shared loop: FedAvg/FedProx correctness, aggregation, reproducibility, resumable sweeps."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from algorithms.fedavg import FedAvg
+from algorithms.fedprox import FedProx, FedProxParams
+from benchmarks.api import Batch, ClientUpdate, LocalContext
+from benchmarks.config import config_from_dict
+from benchmarks.executor import SequentialExecutor, client_batches
+from benchmarks.flat import FlatOptimizer, bind_flat, flat_grad, unflatten
+from benchmarks.models import build_model
+from benchmarks.runner import run
+from benchmarks.api import TensorData
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _update(params, n):
+    return ClientUpdate(client_id=0, params=torch.tensor(params, dtype=torch.float32), num_samples=n, steps=1,
+                        samples_seen=n, label_counts=torch.zeros(2, dtype=torch.int64), train_loss=0.0)
+
+
+class _Server:
+    def __init__(self, aggregation):
+        self.config = type("C", (), {"aggregation": aggregation})()
+
+
+def test_uniform_and_sample_weighted_aggregation_by_hand():
+    updates = [_update([1.0, 0.0], 1), _update([4.0, 3.0], 3)]
+    glob = torch.zeros(2)
+    uniform = FedAvg(None, _Server("uniform")).aggregate(1, glob, updates)
+    weighted = FedAvg(None, _Server("samples")).aggregate(1, glob, updates)
+    assert torch.allclose(uniform, torch.tensor([2.5, 1.5]))
+    assert torch.allclose(weighted, torch.tensor([(1 * 1 + 3 * 4) / 4, (0 + 3 * 3) / 4]))
+
+
+def _tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("convnet", (1, 8, 8), 3, width=4, depth=2)
+
+
+def test_fedavg_one_client_one_full_batch_step_equals_plain_sgd():
+    torch.manual_seed(1)
+    x = torch.randn(10, 1, 8, 8)
+    y = torch.randint(0, 3, (10,))
+    plain = _tiny_model()
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    F.cross_entropy(plain(x), y).backward()
+    opt.step()
+
+    fed_model = _tiny_model()
+    global_flat = bind_flat(copy.deepcopy(fed_model)).detach().clone()
+    cfg = config_from_dict({"clients": {"optimizer": "sgd", "lr": 0.1, "batch_size": 10, "persistent_state": False},
+                            "partition": {"clients": 1}})
+    executor = SequentialExecutor(fed_model, TensorData(x, y), [torch.arange(10)], cfg.clients, 3, seed=0)
+    update = executor.train_round(1, [0], global_flat, FedAvg(None, _Server("uniform")))[0]
+    new_global = FedAvg(None, _Server("uniform")).aggregate(1, global_flat, [update])
+    expected = torch.cat([p.detach().reshape(-1) for p in plain.parameters()])
+    assert torch.allclose(new_global, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,kwargs", [("adam", {}), ("adam", {"weight_decay": 0.01}),
+                                         ("sgd", {"momentum": 0.9, "weight_decay": 0.001}), ("sgd", {})])
+def test_flat_optimizer_matches_torch(kind, kwargs):
+    ref, mine = _tiny_model(), _tiny_model()
+    flat = bind_flat(mine)
+    params = list(mine.parameters())
+    torch_opt = (torch.optim.Adam if kind == "adam" else torch.optim.SGD)(ref.parameters(), lr=0.01, **kwargs)
+    flat_opt = FlatOptimizer(kind, 0.01, **kwargs)
+    state = flat_opt.init_state(flat)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = torch.randn(6, 1, 8, 8, generator=gen)
+        y = torch.randint(0, 3, (6,), generator=gen)
+        torch_opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        torch_opt.step()
+        flat_opt.step(flat, flat_grad(F.cross_entropy(mine(x), y), params), state)
+    expected = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+    assert torch.allclose(flat, expected, atol=1e-6)
+
+
+def test_client_batches_epochs_and_steps():
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(10, 20)
+    epoch = client_batches(idx, 4, local_epochs=2, local_steps=0, generator=gen)
+    assert [len(b) for b in epoch] == [4, 4, 2, 4, 4, 2]
+    assert sorted(torch.cat(epoch[:3]).tolist()) == list(range(10, 20))
+    steps = client_batches(idx, 4, local_epochs=1, local_steps=5, generator=gen)
+    assert [len(b) for b in steps] == [4, 4, 2, 4, 4]
+
+
+def _proximal_context(model, global_flat):
+    return LocalContext(1, 0, 0, global_flat, unflatten(global_flat, list(model.parameters())), torch.Generator())
+
+
+def test_fedprox_gradient_contains_mu_times_drift():
+    model = _tiny_model()
+    flat = bind_flat(model)
+    global_flat = flat.detach().clone() + 0.05 * torch.randn_like(flat)
+    batch = Batch(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]))
+    ctx = _proximal_context(model, global_flat)
+    params = list(model.parameters())
+    plain = flat_grad(FedAvg(None, _Server("uniform")).local_loss(model, batch, ctx), params)
+    mu = 0.3
+    prox = flat_grad(FedProx(FedProxParams(mu=mu), _Server("uniform")).local_loss(model, batch, ctx), params)
+    assert torch.allclose(prox - plain, mu * (flat.detach() - global_flat), atol=1e-6)
+
+
+def _read(path):
+    return Path(path).read_bytes()
+
+
+def test_fedprox_with_mu_zero_equals_fedavg_bit_for_bit(tiny, results_dir):
+    avg = run(config_from_dict(tiny(algorithm="fedavg")), suite="t", progress=False)
+    prox = run(config_from_dict(tiny(algorithm="fedprox", algorithms={"fedprox": {"mu": 0.0}})), suite="t",
+               progress=False)
+    assert _read(avg / "rounds.csv") == _read(prox / "rounds.csv")
+    with_mu = run(config_from_dict(tiny(algorithm="fedprox", algorithms={"fedprox": {"mu": 1.0}})), suite="t",
+                  progress=False)
+    assert _read(avg / "rounds.csv") != _read(with_mu / "rounds.csv")
+
+
+def test_same_config_gives_byte_identical_rounds_csv(tiny, tmp_path):
+    cfg = config_from_dict(tiny(rounds=3))
+    first = run(cfg, suite="t", results=tmp_path / "a", progress=False)
+    second = run(cfg, suite="t", results=tmp_path / "b", progress=False)
+    assert _read(first / "rounds.csv") == _read(second / "rounds.csv")
+    other_seed = run(config_from_dict(tiny(rounds=3, seed=1)), suite="t", results=tmp_path / "c", progress=False)
+    assert _read(first / "rounds.csv") != _read(other_seed / "rounds.csv")
+
+
+def test_run_directory_contents(tiny, results_dir):
+    cfg = config_from_dict(tiny(rounds=2))
+    out = run(cfg, suite="t", progress=False)
+    assert out.name == cfg.run_id() and out.parent == results_dir / "t"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["config"] == cfg.to_dict()
+    assert set(summary["versions"]) >= {"python", "torch", "numpy"}
+    assert summary["git_revision"]
+    assert summary["best_val"]["round"] in (1, 2)
+    assert len(summary["partition"]["class_counts"]) == cfg.partition.clients
+    rows = list(csv.DictReader(open(out / "rounds.csv")))
+    assert {(r["split"], r["metric"]) for r in rows} >= {("test", "accuracy"), ("val", "loss"), ("train", "loss")}
+    assert {r["round"] for r in rows if r["split"] == "test"} == {"0", "1", "2"}
+    times = {r["metric"] for r in csv.DictReader(open(out / "timings.csv"))}
+    assert {"round_seconds", "client_seconds", "server_seconds", "eval_seconds"} <= times
+    assert not list((results_dir / "t").glob(".tmp-*"))
+
+
+def test_client_sampling_identical_across_algorithms(tiny, monkeypatch):
+    seen = {}
+    import benchmarks.runner as runner_mod
+    original = runner_mod.sample_clients
+
+    def spy(rng, n, k):
+        clients = original(rng, n, k)
+        seen.setdefault(current[0], []).append(clients)
+        return clients
+
+    monkeypatch.setattr(runner_mod, "sample_clients", spy)
+    current = [None]
+    for algo in ("fedavg", "fedprox"):
+        current[0] = algo
+        run(config_from_dict(tiny(algorithm=algo, rounds=3)), suite="t", results=f"/tmp/hb-sampling-{os.getpid()}-{algo}",
+            progress=False)
+    assert seen["fedavg"] == seen["fedprox"]
+    assert len({tuple(c) for c in seen["fedavg"]}) > 1
+
+
+def test_killed_sweep_restarts_without_redoing_finished_runs(tmp_path):
+    suite = tmp_path / "mini.toml"
+    suite.write_text("""
+[suite]
+name = "mini"
+[base]
+rounds = 2
+[base.dataset]
+name = "synthetic"
+[base.partition]
+clients = 4
+[base.model]
+width = 4
+depth = 2
+[base.clients]
+participation = 0.5
+[axes]
+seed = [0, 1, 2, 3, 4, 5]
+""")
+    env = {**os.environ, "HETBENCH_ALLOCATOR": "system", "HETBENCH_RESULTS": str(tmp_path / "res")}
+    cmd = [sys.executable, "-m", "benchmarks", "sweep", str(suite), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    suite_dir = tmp_path / "res" / "mini"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_finished(suite_dir)) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: (p / "summary.json").stat().st_mtime_ns for p in _finished(suite_dir)}
+    assert 2 <= len(finished) < 6
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = {p.name: (p / "summary.json").stat().st_mtime_ns for p in _finished(suite_dir)}
+    assert len(after) == 6
+    assert all(after[name] == mtime for name, mtime in finished.items())
+
+
+def _finished(suite_dir: Path) -> list[Path]:
+    if not suite_dir.exists():
+        return []
+    return [p for p in suite_dir.iterdir() if not p.name.startswith(".") and (p / "summary.json").exists()]
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"partition": {"alpha": -1}}, "partition.alpha: -1 must be > 0"),
+    ({"partition": {"scheme": "zipf"}}, "partition.scheme: 'zipf' is not one of iid, dirichlet"),
+    ({"clients": {"participation": 1.5}}, "clients.participation: 1.5 must be <= 1"),
+    ({"clients": {"optimizer": "rmsprop"}}, "clients.optimizer: 'rmsprop' is not one of sgd, adam"),
+    ({"rounds": "ten"}, "rounds: 'ten' must be an integer"),
+    ({"rounds": 0}, "rounds: 0 must be >= 1"),
+    ({"dataset": {"name": "mnist"}}, "dataset.name: 'mnist' is not one of fmnist, cifar10, cifar100, synthetic"),
+    ({"dataset": {"proxy_source": "test"}}, "dataset.proxy_source: 'test' is not one of"),
+    ({"algorithm": "scaffold"}, "algorithm: 'scaffold' is not one of"),
+    ({"bogus": 1}, "bogus: unknown setting"),
+    ({"partition": {"beta": 1}}, "partition.beta: unknown setting"),
+    ({"algorithms": {"fedavg": {"mu": 1}}}, "algorithms.fedavg.mu: unknown setting"),
+    ({"algorithms": {"fedprox": {"mu": -1}}, "algorithm": "fedprox"}, "algorithms.fedprox.mu: -1 must be >= 0"),
+    ({"clients": {"per_round": 99}}, "clients.per_round: 99 must be <= partition.clients"),
+    ({"clients": {"local_epochs": 0}}, "clients.local_epochs: 0 with clients.local_steps 0"),
+    ({"device": "tpu"}, "device: 'tpu' is not one of cpu, cuda, cuda:N"),
+])
+def test_invalid_configs_give_one_line_naming_the_field(tiny, override, message):
+    from benchmarks.typed import ConfigError
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tiny(**override))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_reports_bad_input_in_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = [\n")
+    env = {**os.environ, "HETBENCH_ALLOCATOR": "system", "HETBENCH_RESULTS": str(tmp_path / "res")}
+    for args, needle in ((["--config", str(bad)], "is not valid TOML"),
+                         (["--set", "partition.alpha=0"], "partition.alpha: 0 must be > 0")):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2
+        assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()
+
+
+def test_set_overrides_parse_toml_literals():
+    from benchmarks.config import apply_overrides
+    data = apply_overrides({}, ["partition.alpha=0.04", "clients.persistent_state=false", "algorithm=fedprox",
+                                "dataset.name=\"cifar10\""])
+    assert data == {"partition": {"alpha": 0.04}, "clients": {"persistent_state": False}, "algorithm": "fedprox",
+                    "dataset": {"name": "cifar10"}}
+
+
+def test_models_split_into_features_and_head():
+    for name, shape in (("convnet", (1, 28, 28)), ("convnet", (3, 32, 32)), ("cnn", (1, 28, 28)),
+                        ("resnet18", (3, 32, 32))):
+        model = build_model(name, shape, 10, width=8, depth=3)
+        x = torch.randn(2, *shape)
+        z = model.features(x)
+        assert z.shape == (2, model.feature_dim)
+        assert torch.equal(model.head(z), model(x))
+        assert not list(model.buffers())
+    conv28 = build_model("convnet", (1, 28, 28), 10, width=8, depth=3)
+    conv32 = build_model("convnet", (3, 32, 32), 10, width=8, depth=3)
+    assert conv28.feature_dim == conv32.feature_dim == 8 * 4 * 4
