@@ -1,0 +1,182 @@
+"""FedGen: the server's ensemble of client heads, label weights, diversity loss, the client regulariser
+with a frozen generator, state round trip, and a deterministic tiny run."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from algorithms.fedavg import FedAvg
+from algorithms.fedgen import FedGen, diversity_loss, ensemble_teacher_loss, label_weights
+from benchmarks.api import Batch, ClientUpdate, LocalContext, ServerContext
+from benchmarks.config import config_from_dict
+from benchmarks.executor import SequentialExecutor
+from benchmarks.federation import build_federation
+from benchmarks.flat import bind_flat, unflatten
+from benchmarks.models import build_model
+from benchmarks.runner import run
+from benchmarks.seeding import derive_seed
+from benchmarks.typed import ConfigError
+
+
+def setup_fedgen(tiny, **hparams):
+    """The runner's wiring for a tiny fedgen config: (cfg, federation, server, algorithm, executor, model, flat)."""
+    cfg = config_from_dict(tiny(algorithm="fedgen", algorithms={"fedgen": hparams}))
+    fed = build_federation(cfg, torch.device("cpu"))
+
+    def new_model():
+        return build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
+
+    server = ServerContext(config=cfg, num_classes=fed.num_classes, input_shape=fed.input_shape,
+                           device=torch.device("cpu"), val=fed.val, proxy=fed.proxy,
+                           client_class_counts=np.array(fed.stats["class_counts"]), build_model=new_model,
+                           seed=derive_seed(cfg.seed, "server", "fedgen"))
+    torch.manual_seed(0)
+    model = new_model()
+    flat = bind_flat(model)
+    executor = SequentialExecutor(copy.deepcopy(model), fed.train, fed.client_indices, cfg.clients,
+                                  fed.num_classes, cfg.seed)
+    return cfg, fed, server, FedGen(cfg.hparams, server), executor, model, flat
+
+
+def fake_update(params, counts):
+    return ClientUpdate(client_id=0, params=params, num_samples=1, steps=1, samples_seen=1,
+                        label_counts=torch.as_tensor(counts), train_loss=0.0)
+
+
+def test_client_heads_are_read_from_each_clients_own_vector(tiny):
+    _, _, server, alg, _, model, flat = setup_fedgen(tiny)
+    gen = torch.Generator().manual_seed(3)
+    vectors = [torch.randn(flat.shape, generator=gen) for _ in range(2)]
+    counts = [0] * server.num_classes
+    head_w, head_b = alg.client_heads([fake_update(v, counts) for v in vectors])
+    for k, v in enumerate(vectors):
+        with torch.no_grad():
+            flat.copy_(v)
+        assert torch.equal(head_w[k], model.classifier.weight)
+        assert torch.equal(head_b[k], model.classifier.bias)
+
+
+def test_teacher_loss_uses_every_head_with_its_weights():
+    torch.manual_seed(0)
+    k, c, d, b = 3, 4, 5, 7
+    w, bias = torch.randn(k, c, d), torch.randn(k, c)
+    z, y = torch.randn(b, d), torch.randint(0, c, (b,))
+    weights = torch.rand(k, c)
+    expected = sum((F.cross_entropy(F.linear(z, w[i], bias[i]), y, reduction="none") * weights[i, y]).mean()
+                   for i in range(k))
+    assert torch.allclose(ensemble_teacher_loss(z, y, w, bias, weights), expected)
+    one_head_twice = ensemble_teacher_loss(z, y, w[[0, 0, 2]], bias[[0, 0, 2]], weights)
+    assert not torch.allclose(one_head_twice, expected)
+
+
+def test_label_weights_sum_to_one_and_unsampled_labels_are_not_qualified():
+    counts = torch.tensor([[5, 0, 0, 2], [1, 0, 3, 0], [0, 0, 1, 0]])
+    weights, qualified = label_weights(counts)
+    assert torch.allclose(weights.sum(dim=0), torch.ones(4))
+    assert qualified.tolist() == [0, 2, 3]
+    assert torch.allclose(weights[:, 0], torch.tensor([6.0, 2.0, 1.0]) / 9)
+    assert torch.allclose(weights[:, 1], torch.full((3,), 1 / 3))
+
+
+def test_diversity_loss_falls_as_outputs_spread():
+    torch.manual_seed(0)
+    noise, base = torch.rand(16, 8), torch.randn(16, 20)
+    same = diversity_loss(noise, base[:1].expand(16, 20))
+    narrow, wide = diversity_loss(noise, 0.1 * base), diversity_loss(noise, 3.0 * base)
+    assert same.item() == 1.0
+    assert wide < narrow < same
+
+
+def test_coefficients_are_off_in_round_one_then_decay_with_a_floor(tiny):
+    alg = setup_fedgen(tiny, generative_alpha=10.0, generative_beta=1e-3)[3]
+    assert alg.coefficients(1) == (0.0, 0.0)
+    alpha, beta = alg.coefficients(2)
+    assert alpha == pytest.approx(10 * 0.98) and beta == pytest.approx(1e-3 * 0.98)
+    assert alg.coefficients(1000) == (1e-4, 1e-4)
+
+
+def _first_batch(fed):
+    idx = fed.client_indices[0][:16]
+    return Batch(fed.train.x[idx], fed.train.y[idx])
+
+
+def test_local_loss_is_fedavgs_cross_entropy_without_the_regulariser(tiny):
+    _, fed, server, alg, _, model, flat = setup_fedgen(tiny, generative_alpha=0.0, generative_beta=0.0)
+    batch = _first_batch(fed)
+
+    def ctx(rnd):
+        return LocalContext(rnd, 0, 0, flat, unflatten(flat, list(model.parameters())),
+                            torch.Generator().manual_seed(1))
+
+    plain = FedAvg(None, server).local_loss(model, batch, ctx(5))
+    assert torch.equal(alg.local_loss(model, batch, ctx(5)), plain)
+    regularised = setup_fedgen(tiny)[3]
+    assert torch.equal(regularised.local_loss(model, batch, ctx(1)), plain)
+    assert not torch.equal(regularised.local_loss(model, batch, ctx(2)), plain)
+
+
+def test_generator_is_frozen_in_eval_mode_during_client_training(tiny):
+    _, _, _, alg, executor, _, flat = setup_fedgen(tiny, generator_steps=3)
+    updates = executor.train_round(1, [0, 1], flat, alg)
+    alg.after_aggregate(1, None, flat, updates)
+    before = copy.deepcopy(alg.generator.state_dict())
+    modes = []
+    alg.generator.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    executor.train_round(2, [0, 1], flat, alg)
+    assert modes and not any(modes)
+    assert all(p.grad is None for p in alg.generator.parameters())
+    after = alg.generator.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_client_loss_has_no_gradient_path_into_the_generator(tiny):
+    _, fed, _, alg, _, model, flat = setup_fedgen(tiny)
+    ctx = LocalContext(2, 0, 0, flat, unflatten(flat, list(model.parameters())), torch.Generator().manual_seed(1))
+    loss = alg.local_loss(model, _first_batch(fed), ctx)
+    grads = torch.autograd.grad(loss, list(alg.generator.parameters()) + [model.classifier.weight],
+                                allow_unused=True)
+    assert all(g is None for g in grads[:-1])
+    assert grads[-1] is not None
+
+
+def test_generator_training_changes_the_generator_and_logs_losses(tiny):
+    _, _, server, alg, executor, _, flat = setup_fedgen(tiny, generator_steps=5)
+    before = copy.deepcopy(alg.generator.state_dict())
+    alg.after_aggregate(1, None, flat, executor.train_round(1, [0, 1, 2], flat, alg))
+    assert not torch.equal(before["net.0.weight"], alg.generator.net[0].weight)
+    assert set(server.diagnostics) == {"generator_teacher_loss", "generator_diversity_loss"}
+    assert "generator" in server.timings
+    assert not alg.generator.training
+
+
+def test_server_state_round_trips(tiny):
+    _, _, _, alg, executor, _, flat = setup_fedgen(tiny, generator_steps=3)
+    alg.after_aggregate(1, None, flat, executor.train_round(1, [0, 1], flat, alg))
+    state = alg.server_state()
+    fresh = setup_fedgen(tiny, generator_steps=3)[3]
+    fresh.load_server_state(state)
+    labels, noise = torch.arange(4), torch.rand(4, alg.params.noise_dim)
+    with torch.no_grad():
+        assert torch.equal(fresh.generator(noise, labels), alg.generator(noise, labels))
+    assert fresh.scheduler.get_last_lr() == alg.scheduler.get_last_lr()
+    assert torch.equal(fresh.optimizer.state_dict()["state"][0]["exp_avg"],
+                       alg.optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def test_batch_size_one_is_rejected(tiny):
+    with pytest.raises(ConfigError, match="clients.batch_size"):
+        config_from_dict(tiny(algorithm="fedgen", clients={"batch_size": 1}))
+
+
+def test_tiny_run_is_deterministic(tiny, tmp_path):
+    cfg = config_from_dict(tiny(algorithm="fedgen", rounds=3, algorithms={"fedgen": {"generator_steps": 5}}))
+    first = run(cfg, suite="t", results=tmp_path / "a", progress=False)
+    second = run(cfg, suite="t", results=tmp_path / "b", progress=False)
+    rows = (first / "rounds.csv").read_bytes()
+    assert rows == (second / "rounds.csv").read_bytes()
+    assert b"server,generator_teacher_loss" in rows
+    assert b"server_generator_seconds" in (first / "timings.csv").read_bytes()
