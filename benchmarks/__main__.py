@@ -22,9 +22,11 @@ COMMAND_MODULES = {
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from benchmarks.typed import ConfigError
+    from benchmarks.checkpoint import CheckpointError
     from benchmarks.results import ResultsError
-    errors: list[type[BaseException]] = [ConfigError, ResultsError]
+    from benchmarks.sweep import SweepError
+    from benchmarks.typed import ConfigError
+    errors: list[type[BaseException]] = [ConfigError, ResultsError, CheckpointError, SweepError]
     for module, name in (("benchmarks.datasets", "DatasetError"), ("benchmarks.partition", "PartitionError")):
         errors.append(getattr(importlib.import_module(module), name))
     return tuple(errors)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.typed import ConfigError, build, setting, to_dict
+from benchmarks.typed import ConfigError, SearchRange, build, setting, to_dict
 
 DATASET_CHOICES = ("fmnist", "cifar10", "cifar100", "synthetic")
 SCHEME_CHOICES = ("iid", "dirichlet", "balanced_dirichlet", "shards", "quantity")
@@ -63,7 +63,8 @@ class ClientConfig:
     local_steps: int = setting(0, ge=0, doc="> 0: this many minibatch steps per round instead of epochs")
     batch_size: int = setting(32, ge=1)
     optimizer: str = setting("adam", choices=("sgd", "adam"))
-    lr: float = setting(1e-3, gt=0.0)
+    lr: float = setting(1e-3, gt=0.0, doc="client learning rate; searched by `tune` for every algorithm",
+                        tune=SearchRange(1e-4, 1e-2, log=True))
     momentum: float = setting(0.0, ge=0.0, lt=1.0)
     weight_decay: float = setting(0.0, ge=0.0)
     persistent_state: bool = setting(True, doc="keep each client's optimizer state across rounds (DynaFed)")
@@ -85,7 +86,10 @@ class RunConfig:
     eval_test: bool = setting(True, doc="false = never evaluate (or even hold) the test set; tuning runs use it")
     seed: int = setting(0, ge=0)
     threads: int = setting(1, ge=1, doc="torch intra-op threads for this run")
+    checkpoint_every: int = setting(10, ge=0, doc="save a resumable checkpoint every k rounds; 0 = never")
     device: str = setting("cpu", doc="cpu, cuda, cuda:N")
+    executor: str = setting("auto", choices=("auto", "sequential", "vectorised"),
+                            doc="how clients train: auto picks the fastest measured for the device")
 
     @property
     def clients_per_round(self) -> int:
@@ -185,19 +189,91 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path, option: str = "--config") -> dict:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"--config: {path} does not exist") from None
+        raise ConfigError(f"{option}: {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config: {path} is not valid TOML ({exc})") from None
+        raise ConfigError(f"{option}: {path} is not valid TOML ({exc})") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+def merge_tables(data: dict, overrides: dict) -> dict:
+    """``overrides`` laid over ``data`` table by table (a new dict), as TOML tables nest in a config."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            if not isinstance(out.get(key, {}), dict):
+                raise ConfigError(f"{key}: is a value in the config, the override file has a table")
+            out[key] = merge_tables(out.get(key, {}), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class SetFile:
+    """A ``--set-file``: overrides nested like a config, laid over it before ``--set``.
+
+    An optional ``[scope]`` table (dotted key -> value, e.g. ``algorithm = "fedprox"``) names the configs
+    the file is meant for. A tuning study writes one, because values tuned for one algorithm, dataset and
+    alpha must not leak into the other cells of a suite; several scoped files can then serve one sweep.
+    """
+    path: Path
+    overrides: dict
+    scope: dict
+
+    def matches(self, data: dict) -> bool:
+        """Whether the config ``data`` (before this file is applied) is one the scope names."""
+        if not self.scope:
+            return True
+        values = config_from_dict(data).to_dict()
+        return all(_dotted_value(values, key, self.path) == value for key, value in self.scope.items())
+
+    def describe_scope(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.scope.items()) or "every config"
+
+
+def read_set_file(path: str | Path) -> SetFile:
+    data = read_toml(path, option="--set-file")
+    scope = data.pop("scope", {})
+    if not isinstance(scope, dict) or any(isinstance(v, dict) for v in scope.values()):
+        raise ConfigError(f"--set-file: {path}: [scope] must map dotted keys to values (e.g. algorithm = \"fedprox\")")
+    return SetFile(Path(path), data, scope)
+
+
+def _dotted_value(values: dict, key: str, path: Path) -> Any:
+    node: Any = values
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"--set-file: {path}: scope key {key!r} is not a config setting")
+        node = node[part]
+    return node
+
+
+def apply_set_files(data: dict, set_files: list[SetFile], overrides: list[str]) -> tuple[dict, list[SetFile]]:
+    """``data`` with every matching file laid over it, and the files that matched.
+
+    Scopes are matched against the config as ``--set`` will leave it, so ``--set algorithm=X`` selects
+    the files tuned for X.
+    """
+    target = apply_overrides(data, overrides)
+    used = [f for f in set_files if f.matches(target)]
+    for f in used:
+        data = merge_tables(data, f.overrides)
+    return data, used
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                set_files: list[str | Path] = ()) -> RunConfig:
     data = read_toml(path) if path else {}
+    files = [read_set_file(p) for p in set_files]
+    data, used = apply_set_files(data, files, overrides or [])
+    for f in files:
+        if f not in used:
+            raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; the config does not match")
     return config_from_dict(apply_overrides(data, overrides or []))
 
 

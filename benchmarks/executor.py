@@ -93,3 +93,16 @@ class SequentialExecutor:
         return ClientUpdate(client_id=client_id, params=self.flat.detach().clone(), num_samples=len(indices),
                             steps=len(batches), samples_seen=seen, label_counts=label_counts,
                             train_loss=loss_sum / max(1, len(batches)))
+
+
+def make_executor(cfg, model: nn.Module, train: TensorData, client_indices: list[torch.Tensor], num_classes: int):
+    """The executor the config asks for. ``auto`` is vectorised on CUDA, where stacking a round's small
+    client models fills the device, and sequential elsewhere (on our 2-core CPUs the plain loop over
+    clients beats vmap and its grouped convolutions: ``python -m benchmarks perf --executor all``)."""
+    kind = cfg.executor
+    if kind == "auto":
+        kind = "vectorised" if torch.device(cfg.device).type == "cuda" else "sequential"
+    if kind == "vectorised":
+        from benchmarks.vectorised import VectorisedExecutor  # it builds on this module
+        return VectorisedExecutor(model, train, client_indices, cfg.clients, num_classes, cfg.seed)
+    return SequentialExecutor(model, train, client_indices, cfg.clients, num_classes, cfg.seed)

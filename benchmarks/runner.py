@@ -4,6 +4,8 @@ Per round: the algorithm's ``before_round`` hook -> seeded client sampling -> lo
 executor -> ``aggregate`` -> ``after_aggregate`` -> evaluation on the validation split and the test
 set. Client sampling has its own random stream, so for a given seed every algorithm sees the same
 clients in the same rounds. Deterministic numbers go to rounds.csv, wall-clock to timings.csv.
+A run checkpoints every ``checkpoint_every`` rounds and resumes from its last checkpoint when started
+again after an interruption.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import torch
 
 from algorithms import get_algorithm
 from benchmarks.api import ServerContext, evaluate
+from benchmarks.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_sampler, sampler_state,
+                                   save_checkpoint)
 from benchmarks.config import RunConfig, paper_deviations
-from benchmarks.executor import SequentialExecutor
+from benchmarks.executor import make_executor
 from benchmarks.federation import build_federation
 from benchmarks.flat import bind_flat
 from benchmarks.models import build_model
@@ -44,79 +48,122 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     fed = build_federation(cfg, device, data_dir)
-
-    def new_model():
-        return build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
-
-    torch.manual_seed(derive_seed(cfg.seed, "model-init"))
-    global_model = new_model().to(device)
-    global_flat = bind_flat(global_model)
-    executor = SequentialExecutor(copy.deepcopy(global_model), fed.train, fed.client_indices, cfg.clients,
-                                  fed.num_classes, cfg.seed)
-    server = ServerContext(config=cfg, num_classes=fed.num_classes, input_shape=fed.input_shape, device=device,
-                           val=fed.val, proxy=fed.proxy, client_class_counts=np.array(fed.stats["class_counts"]),
-                           build_model=new_model, seed=derive_seed(cfg.seed, "server", cfg.algorithm),
-                           mean=fed.dataset.mean, std=fed.dataset.std)
-    algorithm = get_algorithm(cfg.algorithm)(cfg.hparams, server)
-    sampler = np.random.default_rng(derive_seed(cfg.seed, "client-sampling"))
-
-    out.open(cfg.to_dict())
-    server.artifact_dir = out.tmp
+    loop = RoundLoop(cfg, fed, device, out, progress, on_eval)
+    checkpoint = out.tmp / CHECKPOINT_NAME
+    saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
+    out.open(cfg.to_dict(), resume_bytes=saved["csv_bytes"] if saved else None)
+    loop.server.artifact_dir = out.tmp
     try:
-        summary = _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, sampler, out, progress,
-                        on_eval)
+        summary = loop.resume(saved) if saved else loop.start()
     except BaseException:
         out.abandon()
         raise
     summary.update(run_id=out.run_id, suite=suite, config=cfg.to_dict(), seed=cfg.seed, versions=versions(),
                    git_revision=git_revision(), dataset=fed.describe(), partition=fed.stats,
                    paper_deviations=paper_deviations(cfg),
-                   artifacts=algorithm.write_artifacts(out.tmp))
+                   artifacts=loop.algorithm.write_artifacts(out.tmp))
     return out.finish(summary)
 
 
-def _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, sampler, out, progress,
-          on_eval) -> dict:
-    history: dict[int, dict[str, float]] = {}
+class RoundLoop:
+    """The state of one run between rounds, and the rounds themselves."""
 
-    def evaluate_round(rnd: int) -> float:
+    def __init__(self, cfg: RunConfig, fed, device, out: RunDirectory, progress: bool, on_eval):
+        self.cfg, self.fed, self.out, self.progress, self.on_eval = cfg, fed, out, progress, on_eval
+
+        def new_model():
+            return build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
+
+        torch.manual_seed(derive_seed(cfg.seed, "model-init"))
+        self.global_model = new_model().to(device)
+        self.global_flat = bind_flat(self.global_model)
+        self.executor = make_executor(cfg, copy.deepcopy(self.global_model), fed.train, fed.client_indices,
+                                      fed.num_classes)
+        self.server = ServerContext(config=cfg, num_classes=fed.num_classes, input_shape=fed.input_shape,
+                                    device=device, val=fed.val, proxy=fed.proxy,
+                                    client_class_counts=np.array(fed.stats["class_counts"]),
+                                    build_model=new_model, seed=derive_seed(cfg.seed, "server", cfg.algorithm),
+                                    mean=tuple(fed.dataset.mean), std=tuple(fed.dataset.std))
+        self.algorithm = get_algorithm(cfg.algorithm)(cfg.hparams, self.server)
+        self.sampler = np.random.default_rng(derive_seed(cfg.seed, "client-sampling"))
+        self.history: dict[int, dict[str, float]] = {}
+        self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0}
+        self.rounds_done = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> dict:
+        self.evaluate_round(0)
+        self.algorithm.setup(self.global_model, self.global_flat)
+        return self.loop()
+
+    def resume(self, saved: dict) -> dict:
+        with torch.no_grad():
+            self.global_flat.copy_(saved["global_flat"])
+        self.executor.client_states = saved["client_states"]
+        self.algorithm.load_server_state(saved["algorithm"])
+        restore_sampler(self.sampler, saved["sampler"])
+        self.history = saved["history"]
+        self.totals = saved["totals"]
+        self.rounds_done = saved["round"]
+        return self.loop()
+
+    def checkpoint(self) -> None:
+        csv_bytes = self.out.flush()
+        save_checkpoint(self.out.tmp / CHECKPOINT_NAME, {
+            "run_hash": self.cfg.run_hash(), "round": self.rounds_done, "global_flat": self.global_flat.cpu(),
+            "client_states": self.executor.client_states, "algorithm": self.algorithm.server_state(),
+            "sampler": sampler_state(self.sampler), "history": self.history, "totals": self.totals,
+            "csv_bytes": csv_bytes})
+
+    # ---- rounds -------------------------------------------------------------------------------
+    def evaluate_round(self, rnd: int) -> float:
         start = time.perf_counter()
-        for split, data in (("val", fed.val), ("test", fed.test)):
+        for split, data in (("val", self.fed.val), ("test", self.fed.test)):
             if data is None or len(data) == 0:
                 continue
-            acc, loss = evaluate(global_model, data, cfg.eval_batch_size)
-            history.setdefault(rnd, {})[f"{split}_accuracy"] = acc
-            history[rnd][f"{split}_loss"] = loss
-            out.add(rnd, split, "accuracy", acc)
-            out.add(rnd, split, "loss", loss)
+            acc, loss = evaluate(self.global_model, data, self.cfg.eval_batch_size)
+            self.history.setdefault(rnd, {})[f"{split}_accuracy"] = acc
+            self.history[rnd][f"{split}_loss"] = loss
+            self.out.add(rnd, split, "accuracy", acc)
+            self.out.add(rnd, split, "loss", loss)
         seconds = time.perf_counter() - start
-        if on_eval is not None:
-            on_eval(rnd, {k: v for k, v in history[rnd].items() if k.startswith("val_")})
+        if self.on_eval is not None:
+            self.on_eval(rnd, {k: v for k, v in self.history.get(rnd, {}).items() if k.startswith("val_")})
         return seconds
 
-    evaluate_round(0)
-    algorithm.setup(global_model, global_flat)
-    bar = _progress(cfg, progress)
-    totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0}
-    diverged = None
-    per_round = cfg.clients_per_round
-    for rnd in range(1, cfg.rounds + 1):
+    def loop(self) -> dict:
+        cfg = self.cfg
+        bar = _progress(cfg, self.progress, self.rounds_done)
+        diverged = None
+        for rnd in range(self.rounds_done + 1, cfg.rounds + 1):
+            diverged = self.one_round(rnd, bar)
+            self.rounds_done = rnd
+            if diverged is not None:
+                break
+            if cfg.checkpoint_every and rnd % cfg.checkpoint_every == 0 and rnd < cfg.rounds:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        return _summary(self.history, self.totals, self.rounds_done, diverged)
+
+    def one_round(self, rnd: int, bar) -> dict | None:
+        cfg, out, server, algorithm = self.cfg, self.out, self.server, self.algorithm
         round_start = time.perf_counter()
         server.timings.clear()
         server.diagnostics.clear()
         hook_start = time.perf_counter()
-        algorithm.before_round(rnd, global_model, global_flat)
+        algorithm.before_round(rnd, self.global_model, self.global_flat)
         server_seconds = time.perf_counter() - hook_start
 
-        clients = sample_clients(sampler, cfg.partition.clients, per_round)
+        clients = sample_clients(self.sampler, cfg.partition.clients, cfg.clients_per_round)
         client_start = time.perf_counter()
-        updates = executor.train_round(rnd, clients, global_flat, algorithm)
+        updates = self.executor.train_round(rnd, clients, self.global_flat, algorithm)
         client_seconds = time.perf_counter() - client_start
 
         with torch.no_grad():
-            global_flat.copy_(algorithm.aggregate(rnd, global_flat, updates))
+            self.global_flat.copy_(algorithm.aggregate(rnd, self.global_flat, updates))
         hook_start = time.perf_counter()
-        algorithm.after_aggregate(rnd, global_model, global_flat, updates)
+        algorithm.after_aggregate(rnd, self.global_model, self.global_flat, updates)
         server_seconds += time.perf_counter() - hook_start
 
         train_loss = sum(u.train_loss for u in updates) / len(updates)
@@ -127,11 +174,12 @@ def _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, samp
         for metric, value in sorted(server.diagnostics.items()):
             out.add(rnd, "server", metric, value)
 
-        if not (math.isfinite(train_loss) and bool(torch.isfinite(global_flat).all())):
+        diverged = None
+        if not (math.isfinite(train_loss) and bool(torch.isfinite(self.global_flat).all())):
             diverged = {"round": rnd, "reason": "non-finite training loss or global weights"}
         eval_seconds = 0.0
         if diverged is None and (rnd % cfg.eval_every == 0 or rnd == cfg.rounds):
-            eval_seconds = evaluate_round(rnd)
+            eval_seconds = self.evaluate_round(rnd)
         round_seconds = time.perf_counter() - round_start
         out.add_time(rnd, "round_seconds", round_seconds)
         out.add_time(rnd, "client_seconds", client_seconds)
@@ -139,22 +187,16 @@ def _loop(cfg, fed, global_model, global_flat, executor, algorithm, server, samp
         out.add_time(rnd, "eval_seconds", eval_seconds)
         for part, seconds in sorted(server.timings.items()):
             out.add_time(rnd, f"server_{part}_seconds", seconds)
-        out.flush()
-        totals["round"] += round_seconds
-        totals["client"] += client_seconds
-        totals["server"] += server_seconds
-        totals["samples"] += samples
+        self.totals["round"] += round_seconds
+        self.totals["client"] += client_seconds
+        self.totals["server"] += server_seconds
+        self.totals["samples"] += samples
         if bar is not None:
-            last = history.get(rnd, {}).get("test_accuracy")
+            last = self.history.get(rnd, {}).get("test_accuracy")
             bar.set_postfix_str(f"acc={last:.4f} s/round={round_seconds:.2f}" if last is not None
                                 else f"s/round={round_seconds:.2f}")
             bar.update(1)
-        if diverged is not None:
-            break
-    if bar is not None:
-        bar.close()
-    rounds_done = rnd
-    return _summary(history, totals, rounds_done, diverged)
+        return diverged
 
 
 def _summary(history: dict, totals: dict, rounds_done: int, diverged) -> dict:
@@ -172,6 +214,7 @@ def _summary(history: dict, totals: dict, rounds_done: int, diverged) -> dict:
     return {
         "status": "diverged" if diverged else "complete",
         "diverged": diverged,
+        "rounds_done": rounds_done,
         "final": final,
         "best_val": best_val,
         "timing": {
@@ -184,9 +227,9 @@ def _summary(history: dict, totals: dict, rounds_done: int, diverged) -> dict:
     }
 
 
-def _progress(cfg, enabled: bool):
+def _progress(cfg, enabled: bool, done: int):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=cfg.rounds, desc=f"{cfg.algorithm} {cfg.dataset.name} a={cfg.partition.alpha:g}",
+    return tqdm(total=cfg.rounds, initial=done, desc=f"{cfg.algorithm} {cfg.dataset.name} a={cfg.partition.alpha:g}",
                 unit="round", file=sys.stderr, leave=False, dynamic_ncols=True)

@@ -15,6 +15,10 @@ from benchmarks.results import RunDirectory, read_summary, results_root
 from benchmarks.suites import Suite
 
 
+class SweepError(RuntimeError):
+    """Some cells of a sweep failed; the others finished and are kept."""
+
+
 def _run_cell(config_dict: dict, suite: str, results: str, data_dir, progress: bool) -> str:
     from benchmarks.runner import run
     return str(run(config_from_dict(config_dict), suite=suite, results=results, data_dir=data_dir,
@@ -37,7 +41,10 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
     failures = []
     if jobs <= 1:
         for cfg in todo:
-            _run_cell(cfg.to_dict(), suite.name, str(root), data_dir, progress)
+            try:
+                _run_cell(cfg.to_dict(), suite.name, str(root), data_dir, progress)
+            except Exception as exc:  # a failed cell must not stop the others
+                failures.append((cfg.run_id(), exc))
             bar.update(1)
     else:
         ctx = multiprocessing.get_context("spawn")
@@ -54,7 +61,8 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
     for run_id, exc in failures:
         print(f"run {run_id} failed: {exc}", file=sys.stderr)
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed")
+        raise SweepError(f"sweep {suite.name}: {len(failures)} of {len(todo)} runs failed (listed above); "
+                         "finished runs are kept, run the sweep again to retry the rest")
     return [RunDirectory(root, suite.name, c.run_id()).final for c in suite.cells]
 
 
