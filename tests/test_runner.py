@@ -284,3 +284,10 @@ def test_models_split_into_features_and_head():
     conv28 = build_model("convnet", (1, 28, 28), 10, width=8, depth=3)
     conv32 = build_model("convnet", (3, 32, 32), 10, width=8, depth=3)
     assert conv28.feature_dim == conv32.feature_dim == 8 * 4 * 4
+
+
+def test_avgpool2_matches_torch_avgpool_on_even_and_odd_sizes():
+    from benchmarks.models import AvgPool2
+    for shape in ((2, 3, 8, 8), (2, 3, 7, 9), (1, 1, 5, 4)):
+        x = torch.randn(*shape)
+        assert torch.allclose(AvgPool2()(x), F.avg_pool2d(x, 2), atol=1e-6)
