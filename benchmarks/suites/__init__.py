@@ -1,13 +1,16 @@
-"""Named grids of runs: ``<name>.toml`` holds a ``[suite]`` description, a ``[base]`` run config and
-``[axes]`` (dotted config keys -> lists of values). A suite expands to the cartesian product of its axes,
-in the order the axes are written; every cell is validated before any run starts."""
+"""Named grids of runs: ``<name>.toml`` holds a ``[suite]`` description, a ``[base]`` run config,
+``[axes]`` (dotted config keys -> lists of values) and optional ``[[when]]`` rules (``match`` = dotted keys
+-> values, ``set`` = dotted keys -> values applied to the cells that match, e.g. DynaFed's per-dataset
+fine-tuning epochs). A suite expands to the cartesian product of its axes, in the order the axes are
+written; every cell is validated before any run starts."""
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.config import RunConfig, apply_overrides, config_from_dict, read_toml, set_dotted
+from benchmarks.config import (RunConfig, apply_overrides, apply_set_files, config_from_dict, read_set_file,
+                               read_toml, set_dotted)
 from benchmarks.typed import ConfigError
 
 SUITES_DIR = Path(__file__).resolve().parent
@@ -34,12 +37,16 @@ def suite_path(name: str) -> Path:
     return path
 
 
-def load_suite(name: str, overrides: list[str] | None = None) -> Suite:
+def load_suite(name: str, overrides: list[str] | None = None, set_files: list[str | Path] = ()) -> Suite:
+    """The suite's validated cells; each ``--set-file`` is laid over the cells its scope matches, then
+    ``overrides`` over every cell. A file that matches no cell is an error: it was surely meant for one."""
     path = suite_path(name)
+    files = [read_set_file(p) for p in set_files]
+    matched = []
     data = read_toml(path)
-    unknown = sorted(set(data) - {"suite", "base", "axes"})
+    unknown = sorted(set(data) - {"suite", "base", "axes", "when"})
     if unknown:
-        raise ConfigError(f"{path.name}: unknown section {unknown[0]!r} (allowed: suite, base, axes)")
+        raise ConfigError(f"{path.name}: unknown section {unknown[0]!r} (allowed: suite, base, axes, when)")
     meta = data.get("suite", {})
     base = data.get("base", {})
     axes = data.get("axes", {})
@@ -52,5 +59,24 @@ def load_suite(name: str, overrides: list[str] | None = None) -> Suite:
         cell = apply_overrides(base, [])
         for key, value in zip(keys, combo):
             set_dotted(cell, key, value)
+        for rule in data.get("when", []):
+            if all(_get_dotted(cell, key) == value for key, value in rule.get("match", {}).items()):
+                for key, value in rule.get("set", {}).items():
+                    set_dotted(cell, key, value)
+        cell, used = apply_set_files(cell, files, overrides or [])
+        matched.extend(used)
         cells.append(config_from_dict(apply_overrides(cell, overrides or [])))
+    for f in files:
+        if f not in matched:
+            raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; "
+                              f"no cell of suite {path.stem} matches")
     return Suite(name=meta.get("name", path.stem), description=meta.get("description", ""), cells=cells)
+
+
+def _get_dotted(data: dict, key: str):
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
