@@ -90,6 +90,9 @@ class RunConfig:
     device: str = setting("cpu", doc="cpu, cuda, cuda:N")
     executor: str = setting("auto", choices=("auto", "sequential", "vectorised"),
                             doc="how clients train: auto picks the fastest measured for the device")
+    compile: bool = setting(False, doc="torch.compile the sequential executor's model for full batches: "
+                                       "~1.15x faster ConvNet rounds on our CPUs after a 20-30 s cold compile; "
+                                       "float rounding differs from eager")
 
     @property
     def clients_per_round(self) -> int:
@@ -130,6 +133,8 @@ def _validate_cross_fields(cfg: RunConfig) -> None:
                           "for its held-out slice")
     if not (cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:")):
         raise ConfigError(f"device: {cfg.device!r} is not one of cpu, cuda, cuda:N")
+    if cfg.compile and (cfg.executor == "vectorised" or (cfg.executor == "auto" and cfg.device != "cpu")):
+        raise ConfigError("compile: true applies to the sequential executor only; set executor = \"sequential\"")
 
 
 def config_from_dict(data: dict) -> RunConfig:

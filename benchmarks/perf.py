@@ -4,6 +4,8 @@ The federated numbers come from real runs of the runner (its timings.csv), so wh
 users run. "Plain" training is one model trained with torch.optim.Adam on the same number of samples at
 the same batch size, drawn by index gathers from the same preloaded tensor: the ratio between the two
 is the cost of the federated bookkeeping (parameter copies, per-client optimizer state, aggregation).
+Each measurement names its executor and device, so the same table compares the sequential executor with
+the vectorised one on the CPU and on a GPU.
 """
 from __future__ import annotations
 
@@ -52,14 +54,16 @@ def _samples(run_dir: Path) -> list[float]:
 def plain_training_seconds(cfg, samples: int, data_dir=None) -> float:
     """Seconds to train one model on ``samples`` samples at the run's batch size (Adam, CE)."""
     torch.set_num_threads(cfg.threads)
-    fed = build_federation(cfg, torch.device(cfg.device), data_dir)
-    model = build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
+    device = torch.device(cfg.device)
+    fed = build_federation(cfg, device, data_dir)
+    model = build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width,
+                        cfg.model.depth).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.clients.lr)
     pool = torch.cat(fed.client_indices)
     gen = torch.Generator().manual_seed(0)
     bs = cfg.clients.batch_size
     steps = samples // bs
-    order = pool[torch.randint(len(pool), (steps * bs,), generator=gen)]
+    order = pool[torch.randint(len(pool), (steps * bs,), generator=gen)].to(device)
     start = time.perf_counter()
     for i in range(steps):
         idx = order[i * bs:(i + 1) * bs]
@@ -67,25 +71,29 @@ def plain_training_seconds(cfg, samples: int, data_dir=None) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
-def measure_round_vs_plain(dataset: str, width: int, threads: int, rounds: int, data_dir=None) -> dict:
+def measure_round_vs_plain(dataset: str, width: int, threads: int, rounds: int, data_dir=None,
+                           executor: str = "sequential", device: str = "cpu") -> dict:
+    """Mean timings of ``rounds`` rounds after a warm-up round, whose own seconds (one-off costs:
+    allocator, kernel selection, vmap tracing) are reported apart as ``first_round_seconds``."""
     from benchmarks.runner import run
 
-    cfg = config_from_dict(perf_config(dataset, width, threads, rounds + 1))
+    cfg = config_from_dict(perf_config(dataset, width, threads, rounds + 1, executor=executor, device=device))
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = run(cfg, suite="perf", results=tmp, data_dir=data_dir, progress=False)
         timings, samples = _timings(run_dir), _samples(run_dir)
-    # Round 1 pays one-off warm-up costs (allocator, kernels); the timed rounds follow it.
     client = timings["client_seconds"][1:]
     train_seconds = sum(client) / len(client)
     round_seconds = sum(timings["round_seconds"][1:]) / len(client)
     mean_samples = sum(samples[1:]) / len(client)
     plain = plain_training_seconds(cfg, int(mean_samples), data_dir)
-    return {"round_seconds": round_seconds, "train_seconds": train_seconds, "plain_seconds": plain,
-            "ratio": train_seconds / plain, "samples_per_second": mean_samples / train_seconds,
-            "eval_seconds": timings["eval_seconds"][-1]}
+    return {"first_round_seconds": timings["round_seconds"][0], "round_seconds": round_seconds,
+            "train_seconds": train_seconds, "plain_seconds": plain, "ratio": train_seconds / plain,
+            "samples_per_second": mean_samples / train_seconds, "eval_seconds": timings["eval_seconds"][-1]}
 
 
 def compare_jobs(data_dir=None) -> list[str]:

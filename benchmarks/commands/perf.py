@@ -1,4 +1,4 @@
-"""Measure speed: federated rounds vs plain training, threads, parallel jobs, DynaFed synthesis."""
+"""Measure speed: rounds per executor vs plain training, threads, parallel jobs, DynaFed synthesis."""
 from __future__ import annotations
 
 import argparse
