@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from algorithms import algorithm_names
 from benchmarks.checkpoint import CHECKPOINT_NAME, CheckpointError

@@ -2,7 +2,6 @@
 early stopping, and a proxy that can never be the test set."""
 from __future__ import annotations
 
-import copy
 import csv
 
 import numpy as np
@@ -10,16 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from algorithms.feddf import FedDF, distillation_loss
-from benchmarks.api import ServerContext
+from algorithms.feddf import distillation_loss
 from benchmarks.config import config_from_dict
-from benchmarks.executor import SequentialExecutor
 from benchmarks.federation import build_federation
-from benchmarks.flat import bind_flat
-from benchmarks.models import build_model
 from benchmarks.runner import run
-from benchmarks.seeding import derive_seed
 from benchmarks.typed import ConfigError
+from tests.conftest import wired
 
 
 def setup_feddf(tiny, **hparams):
@@ -28,21 +23,9 @@ def setup_feddf(tiny, **hparams):
     rate to disagree with their average, so there is something to distil."""
     cfg = config_from_dict(tiny(algorithm="feddf", algorithms={"feddf": hparams},
                                 clients={"lr": 1e-2, "local_epochs": 2}))
-    fed = build_federation(cfg, torch.device("cpu"))
-
-    def new_model():
-        return build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
-
-    server = ServerContext(config=cfg, num_classes=fed.num_classes, input_shape=fed.input_shape,
-                           device=torch.device("cpu"), val=fed.val, proxy=fed.proxy,
-                           client_class_counts=np.array(fed.stats["class_counts"]), build_model=new_model,
-                           seed=derive_seed(cfg.seed, "server", "feddf"))
-    torch.manual_seed(0)
-    model = new_model()
-    flat = bind_flat(model)
-    alg = FedDF(cfg.hparams, server)
-    executor = SequentialExecutor(copy.deepcopy(model), fed.train, fed.client_indices, cfg.clients,
-                                  fed.num_classes, cfg.seed)
+    loop = wired(cfg)
+    server, alg, executor = loop.server, loop.algorithm, loop.executor
+    model, flat = loop.global_model, loop.global_flat
     updates = executor.train_round(1, [0, 2, 4], flat, alg)
     with torch.no_grad():
         flat.copy_(alg.aggregate(1, flat, updates))

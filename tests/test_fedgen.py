@@ -4,42 +4,25 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from algorithms.fedavg import FedAvg
-from algorithms.fedgen import FedGen, diversity_loss, ensemble_teacher_loss, label_weights
-from benchmarks.api import Batch, ClientUpdate, LocalContext, ServerContext
+from algorithms.fedgen import diversity_loss, ensemble_teacher_loss, label_weights
+from benchmarks.api import Batch, ClientUpdate, LocalContext
 from benchmarks.config import config_from_dict
-from benchmarks.executor import SequentialExecutor
-from benchmarks.federation import build_federation
-from benchmarks.flat import bind_flat, unflatten
-from benchmarks.models import build_model
+from benchmarks.flat import unflatten
 from benchmarks.runner import run
-from benchmarks.seeding import derive_seed
 from benchmarks.typed import ConfigError
+from tests.conftest import wired
 
 
 def setup_fedgen(tiny, **hparams):
     """The runner's wiring for a tiny fedgen config: (cfg, federation, server, algorithm, executor, model, flat)."""
     cfg = config_from_dict(tiny(algorithm="fedgen", algorithms={"fedgen": hparams}))
-    fed = build_federation(cfg, torch.device("cpu"))
-
-    def new_model():
-        return build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
-
-    server = ServerContext(config=cfg, num_classes=fed.num_classes, input_shape=fed.input_shape,
-                           device=torch.device("cpu"), val=fed.val, proxy=fed.proxy,
-                           client_class_counts=np.array(fed.stats["class_counts"]), build_model=new_model,
-                           seed=derive_seed(cfg.seed, "server", "fedgen"))
-    torch.manual_seed(0)
-    model = new_model()
-    flat = bind_flat(model)
-    executor = SequentialExecutor(copy.deepcopy(model), fed.train, fed.client_indices, cfg.clients,
-                                  fed.num_classes, cfg.seed)
-    return cfg, fed, server, FedGen(cfg.hparams, server), executor, model, flat
+    loop = wired(cfg)
+    return cfg, loop.fed, loop.server, loop.algorithm, loop.executor, loop.global_model, loop.global_flat
 
 
 def fake_update(params, counts):

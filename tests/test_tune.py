@@ -6,7 +6,6 @@ import csv
 import json
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import pytest
