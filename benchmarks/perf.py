@@ -22,10 +22,10 @@ from benchmarks.federation import build_federation
 from benchmarks.models import build_model
 
 
-def perf_config(dataset: str, width: int, threads: int, rounds: int, **extra) -> dict:
+def perf_config(dataset_name: str, width: int, threads: int, rounds: int, **extra) -> dict:
     data = {
         "algorithm": "fedavg", "rounds": rounds, "eval_every": rounds, "threads": threads,
-        "dataset": {"name": dataset},
+        "dataset": {"name": dataset_name},
         "partition": {"scheme": "balanced_dirichlet", "alpha": 0.04, "clients": 80},
         "model": {"name": "convnet", "width": width, "depth": 3},
         "clients": {"participation": 0.4, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
