@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -70,7 +69,6 @@ class ServerContext:
     client_class_counts: np.ndarray
     build_model: Callable[[], nn.Module]
     seed: int
-    artifact_dir: Path | None = None
     # The inputs' per-channel normalisation in [0, 1] pixel units, to turn images back into pixels.
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)

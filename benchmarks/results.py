@@ -10,7 +10,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -188,7 +187,3 @@ def _write_json(path: Path, data: dict) -> None:
 def read_summary(run_dir: Path) -> dict:
     with open(Path(run_dir) / "summary.json") as fh:
         return json.load(fh)
-
-
-def echo(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

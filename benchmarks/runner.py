@@ -52,7 +52,6 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     checkpoint = out.tmp / CHECKPOINT_NAME
     saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
     out.open(cfg.to_dict(), resume_bytes=saved["csv_bytes"] if saved else None)
-    loop.server.artifact_dir = out.tmp
     try:
         summary = loop.resume(saved) if saved else loop.start()
     except BaseException:

@@ -161,7 +161,7 @@ def test_run_directory_contents(tiny, results_dir):
     assert not list((results_dir / "t").glob(".tmp-*"))
 
 
-def test_client_sampling_identical_across_algorithms(tiny, monkeypatch):
+def test_client_sampling_identical_across_algorithms(tiny, monkeypatch, tmp_path):
     seen = {}
     import benchmarks.runner as runner_mod
     original = runner_mod.sample_clients
@@ -175,7 +175,7 @@ def test_client_sampling_identical_across_algorithms(tiny, monkeypatch):
     current = [None]
     for algo in ("fedavg", "fedprox"):
         current[0] = algo
-        run(config_from_dict(tiny(algorithm=algo, rounds=3)), suite="t", results=f"/tmp/hb-sampling-{os.getpid()}-{algo}",
+        run(config_from_dict(tiny(algorithm=algo, rounds=3)), suite="t", results=tmp_path / algo,
             progress=False)
     assert seen["fedavg"] == seen["fedprox"]
     assert len({tuple(c) for c in seen["fedavg"]}) > 1
