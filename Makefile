@@ -1,12 +1,16 @@
-# hetbench: `make setup` installs everything; `make test` runs the tests; `make bench` the quick suite.
+# hetbench: `make setup` installs everything; `make test` runs the tests; `make bench` the quick suite;
+# `make cpu` and `make paper` the scaled and full DynaFed comparisons.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
+SUITE ?= quick
+# `make paper DEVICE=cuda` runs the paper suite on a GPU (the vectorised executor is picked there).
+DEVICE ?= cpu
 
-.PHONY: setup data test bench perf report tune clean-results
+.PHONY: setup data test bench cpu paper perf report tune clean-results
 
 setup: $(STAMP) data
 
@@ -40,8 +44,20 @@ bench: setup
 perf: setup
 	$(PY) -m benchmarks perf
 
+# The CPU-scaled paper grid (~2 h per seed on 2 cores) and the full paper setting. Both resume: rerun
+# the same command after an interruption and finished runs (and checkpointed rounds) are kept.
+cpu: setup
+	$(PY) -m benchmarks estimate cpu --jobs $(JOBS)
+	$(PY) -m benchmarks sweep cpu --jobs $(JOBS)
+	$(PY) -m reports cpu
+
+paper: setup
+	$(PY) -m benchmarks estimate paper --jobs $(JOBS) --set device=$(DEVICE)
+	$(PY) -m benchmarks sweep paper --jobs $(JOBS) --set device=$(DEVICE)
+	$(PY) -m reports paper
+
 report: $(STAMP)
-	$(PY) -m reports quick
+	$(PY) -m reports $(SUITE)
 
 tune: setup
 	$(PY) -m benchmarks tune --algorithm fedprox --dataset fmnist --alpha 0.04 --trials 20 --base quick

@@ -71,6 +71,10 @@ class DynaFedParams:
     max_ave_num: int = setting(10, ge=1, doc="most snapshots averaged into a target (capped by expert_epochs)")
 
 
+# One unrolled matching step per synthetic image costs this many client training samples (measured here).
+UNROLLED_STEP_COST = 3.0
+
+
 @register("dynafed")
 class DynaFed(FedAvg):
     Params = DynaFedParams
@@ -96,6 +100,17 @@ class DynaFed(FedAvg):
         if cfg.rounds < hp.trajectory_length:
             raise ConfigError(f"{where}.trajectory_length: {hp.trajectory_length} must be <= rounds "
                               f"({cfg.rounds}), or synthesis never runs")
+
+    @classmethod
+    def estimate_extra_seconds(cls, cfg, work, costs) -> float:
+        hp = cfg.hparams
+        images = hp.ipc * work.num_classes
+        # Every unrolled step trains on the whole synthetic set; the backward pass through the unrolled
+        # graph roughly doubles it again (UNROLLED_STEP_COST, fitted to the quick suite's 94 s synthesis).
+        synthesis = hp.iterations * hp.syn_steps * images * costs.train_sample * UNROLLED_STEP_COST
+        finetune_rounds = cfg.rounds - hp.trajectory_length + 1
+        finetune = finetune_rounds * hp.distill_epochs * images * costs.train_sample
+        return synthesis + finetune
 
     @property
     def synthesised(self) -> bool:

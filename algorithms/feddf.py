@@ -98,6 +98,16 @@ class FedDF(FedAvg):
             raise ConfigError("dataset.val_fraction: feddf selects its distilled model on the validation split; "
                               "set it > 0")
 
+    @classmethod
+    def estimate_extra_seconds(cls, cfg, work, costs) -> float:
+        p = cfg.hparams
+        # Early stopping cuts the budget short; in our runs it fired within two patience windows.
+        steps = min(p.distill_steps, 2 * p.patience_steps)
+        per_round = (work.clients_per_round * work.proxy_size * costs.forward_sample
+                     + steps * p.batch_size * costs.train_sample
+                     + (steps // p.eval_every_steps + 1) * work.val_size * costs.forward_sample)
+        return cfg.rounds * per_round
+
     # ---- server side -------------------------------------------------------------------------
     def after_aggregate(self, rnd, global_model, global_flat, updates):
         if self.params.distill_steps == 0:

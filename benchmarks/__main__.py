@@ -1,4 +1,4 @@
-"""``python -m benchmarks run|sweep|perf|data|partition ...``
+"""``python -m benchmarks run|sweep|estimate|perf|data|partition|tune ...``
 
 Every user error (bad config, missing data, bad partition request) is printed as one line and exits 2.
 """
@@ -18,6 +18,7 @@ COMMAND_MODULES = {
     "data": "benchmarks.commands.data",
     "partition": "benchmarks.commands.partition",
     "tune": "benchmarks.commands.tune",
+    "estimate": "benchmarks.commands.estimate",
 }
 
 

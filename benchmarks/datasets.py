@@ -62,6 +62,22 @@ _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 _STATS = {"fmnist": ((0.1307,), (0.3081,)), "cifar10": _CIFAR10_STATS, "cifar100": _CIFAR10_STATS}
 
 
+class DatasetFacts(NamedTuple):
+    """What a dataset is without loading it (run-time estimates need no data on disk)."""
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    train_size: int
+    test_size: int
+
+
+DATASET_FACTS = {
+    "fmnist": DatasetFacts((1, 28, 28), 10, 60_000, 10_000),
+    "cifar10": DatasetFacts((3, 32, 32), 10, 50_000, 10_000),
+    "cifar100": DatasetFacts((3, 32, 32), 100, 50_000, 10_000),
+    "synthetic": DatasetFacts((1, 16, 16), 10, 1200, 400),  # make_synthetic's defaults
+}
+
+
 class DatasetError(Exception):
     """A dataset cannot be loaded; the message is one line saying why and what to do."""
 
