@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from reports.figures import curves_figure, partition_figure
+from reports.figures import curves_figure, curves_grid_figure, partition_figure
 from reports.html import Image, Section, figures_section, page, table_section, text_files_section
 from reports.load import Run, SuiteRuns, load_suite
 from reports.names import algorithm_order, algorithm_title, setting_labels, setting_order, setting_slug
@@ -77,14 +77,24 @@ def _by_setting(runs: SuiteRuns):
 
 
 def _curves(runs: SuiteRuns, out: Path) -> list[Image]:
+    """One figure per setting and, when there are several, all of them on one page (datasets as rows)."""
     order = algorithm_order(r.algorithm for r in runs.runs)
-    images = []
-    for setting, label, cell_runs in _by_setting(runs):
+    images, panels = [], []
+    settings = _by_setting(runs)
+    datasets = list(dict.fromkeys(s.dataset for s, _, _ in settings))
+    for setting, label, cell_runs in settings:
         lines = [(order.index(a), algorithm_title(a), [r for r in cell_runs if r.algorithm == a])
                  for a in algorithm_order(r.algorithm for r in cell_runs)]
         files = curves_figure(lines, label, out / "figures" / f"curves_{setting_slug(setting)}")
         images.append(_image(files, out, f"Test accuracy per round, {label}",
                              f"Test accuracy (%) per round, {label}."))
+        row = datasets.index(setting.dataset)
+        panels.append((row, sum(p[0] == row for p in panels), label, lines))
+    if len(panels) > 1:
+        files = curves_grid_figure(panels, out / "figures" / "curves_all")
+        images.insert(0, _image(files, out, "Test accuracy per round, every setting",
+                                "Test accuracy (%) per round in every setting (mean over seeds; one row per "
+                                "dataset)."))
     return images
 
 

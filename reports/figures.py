@@ -56,6 +56,42 @@ def curves_figure(lines: list[tuple[int, str, list[Run]]], title: str, stem: Pat
         return _save(fig, stem)
 
 
+def curves_grid_figure(panels: list[tuple[int, int, str, list[tuple[int, str, list[Run]]]]], stem: Path) -> list[Path]:
+    """Every setting's curves on one page: ``panels`` are (row, column, title, lines) as in curves_figure,
+    with one legend for all of them (an algorithm keeps its style in every panel)."""
+    rows = 1 + max(p[0] for p in panels)
+    cols = 1 + max(p[1] for p in panels)
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.5), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False)
+        legend = {}
+        for row, col, title, lines in panels:
+            ax = axes[row][col]
+            for index, label, runs in lines:
+                rounds, mean, low, high = _curve_stats(runs)
+                style = line_style(index)
+                (handle,) = ax.plot(rounds, mean, markevery=max(1, len(rounds) // 6), markersize=3.5,
+                                    linewidth=1.2, **style)
+                if len(runs) > 1:
+                    ax.fill_between(rounds, low, high, color=style["color"], alpha=0.18, linewidth=0)
+                legend.setdefault((index, label), handle)
+            ax.set_title(title, fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if row == rows - 1:
+                ax.set_xlabel("round")
+            if col == 0:
+                ax.set_ylabel("test accuracy (%)")
+        for row in range(rows):
+            for col in range(cols):
+                if not any(p[0] == row and p[1] == col for p in panels):
+                    axes[row][col].set_visible(False)
+        ordered = sorted(legend.items())
+        fig.legend([h for _, h in ordered], [label for (_, label), _ in ordered], loc="outside lower center",
+                   ncol=len(ordered), frameon=False)
+        return _save(fig, stem)
+
+
 def partition_figure(counts: list[list[int]], title: str, stem: Path) -> list[Path]:
     """Class x client sample counts; the counts are written in the cells while they stay legible."""
     counts = np.asarray(counts).T

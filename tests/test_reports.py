@@ -162,6 +162,10 @@ def test_index_links_every_output_and_every_link_resolves(built):
     for slug in ("fmnist_balanced_dirichlet_0.01", "synthetic_balanced_dirichlet_1"):
         for kind in ("curves", "partition"):
             assert {f"figures/{kind}_{slug}.png", f"figures/{kind}_{slug}.svg"} <= linked
+    # several settings also get one page of every curve, before the per-setting figures
+    assert {"figures/curves_all.png", "figures/curves_all.svg"} <= linked
+    assert parser.targets.index("figures/curves_all.svg") < parser.targets.index(
+        "figures/curves_fmnist_balanced_dirichlet_0.01.svg")
     copied = out / "figures" / "dynafed_synthetic_fmnist_balanced_dirichlet_0.01.png"
     source = root / SUITE / "dynafed_fmnist_balanced_dirichlet-0.01_s0_0123456789" / "dynafed_synthetic.png"
     assert copied.read_bytes() == source.read_bytes()
