@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished runs are kept; unfinished ones restart from scratch next time",
+        print("interrupted: finished runs are kept; unfinished ones resume from their last checkpoint next time",
               file=sys.stderr)
         return 130
 
