@@ -91,7 +91,8 @@ class RunConfig:
     executor: str = setting("auto", choices=("auto", "sequential", "vectorised"),
                             doc="how clients train: auto picks the fastest measured for the device")
     compile: bool = setting(False, doc="torch.compile the sequential executor's model for full batches: "
-                                       "~1.15x faster ConvNet rounds on our CPUs after a 20-30 s cold compile; "
+                                       "~1.15x faster ConvNet-32 rounds on our CPUs after a 20-30 s cold "
+                                       "compile, but ConvNet-128 steps measured 0.89x (perf --steps); "
                                        "float rounding differs from eager")
 
     @property
