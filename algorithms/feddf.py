@@ -101,7 +101,8 @@ class FedDF(FedAvg):
     @classmethod
     def estimate_extra_seconds(cls, cfg, work, costs) -> float:
         p = cfg.hparams
-        # Early stopping cuts the budget short; in our runs it fired within two patience windows.
+        # Early stopping can only cut the budget short; where it fires is not known before the run, so
+        # this assumes (unmeasured) at most two patience windows.
         steps = min(p.distill_steps, 2 * p.patience_steps)
         per_round = (work.clients_per_round * work.proxy_size * costs.forward_sample
                      + steps * p.batch_size * costs.train_sample
