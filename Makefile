@@ -35,7 +35,10 @@ data: $(STAMP)
 	fi
 	$(PY) -m benchmarks data --prepare
 
+# The import contracts (.importlinter: layers, no circles, algorithms see only the engine API, reports
+# and the results store never import torch), then the tests.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: setup

@@ -1,7 +1,24 @@
-"""Federated-learning algorithms, one module each, all registered by name."""
-from algorithms.registry import algorithm_names, get_algorithm, register
-from algorithms import fedavg, fedprox  # noqa: F401  (registers them)
-from algorithms import feddf, fedgen  # noqa: F401  (registers them)
-from algorithms import dynafed  # noqa: F401  (registers it)
+"""Federated-learning algorithms, one module each, registered by name with ``@register("name")``.
 
-__all__ = ["algorithm_names", "get_algorithm", "register"]
+Importing this package imports every module in it (and any folder later added to ``__path__``), so
+adding an algorithm is adding its module: no list to extend anywhere else.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from benchmarks.engine.api import algorithm_names, get_algorithm, register
+
+
+def discover() -> tuple[str, ...]:
+    """Import every module of this package (idempotent); returns the registered algorithm names."""
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return algorithm_names()
+
+
+discover()
+
+__all__ = ["algorithm_names", "discover", "get_algorithm", "register"]

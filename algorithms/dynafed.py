@@ -24,7 +24,7 @@ Deliberate deviations from the official code, and choices it leaves open:
 - Snapshots are kept on the run's device, not copied to the CPU.
 - Randomness (initial images, start snapshots, target draws, DSA) comes from one seeded server stream
   for synthesis and one per round for fine-tuning, instead of the official global RNGs, so runs are
-  bit-reproducible; the Adams are ``benchmarks.flat`` Adams, the same update as ``torch.optim.Adam``.
+  bit-reproducible; the Adams are ``benchmarks.engine.flat`` Adams, the same update as ``torch.optim.Adam``.
 - No reduced-precision synthesis option: bfloat16 autocast could only be measured on a GPU, which this
   implementation was not timed on.
 """
@@ -37,10 +37,8 @@ import torch
 
 from algorithms import dsa
 from algorithms.fedavg import FedAvg
-from algorithms.registry import register
+from benchmarks.engine.api import ConfigError, flat_grad, FlatOptimizer, register, SearchRange, setting
 from algorithms.trajectory_matching import SyntheticSet, TrajectoryMatcher, kd_loss
-from benchmarks.flat import FlatOptimizer, flat_grad
-from benchmarks.typed import ConfigError, SearchRange, setting
 
 ARTIFACT_TENSORS = "dynafed_synthetic.pt"
 ARTIFACT_GRID = "dynafed_synthetic.png"
@@ -75,7 +73,7 @@ class DynaFedParams:
 UNROLLED_STEP_COST = 3.0
 
 
-@register("dynafed")
+@register("dynafed", title="DynaFed")
 class DynaFed(FedAvg):
     Params = DynaFedParams
 

@@ -1,11 +1,22 @@
 """FedAvg (McMahan et al., 2017): the base every other algorithm subclasses.
 
-An algorithm overrides only what differs from FedAvg:
-- ``local_loss(model, batch, ctx)``: the client objective of one minibatch step;
-- ``aggregate(rnd, global_flat, updates)``: how client parameters become the global ones;
-- ``before_round`` / ``after_aggregate``: server work around a round (its time is logged as extra
-  server time; use ``self.server.timed(part)`` to name parts);
+An algorithm overrides only what differs from FedAvg. The hooks, in the order a round calls them:
+
+server side, before the clients
+- ``before_round(rnd, model, flat)``: server work at the start of a round (DynaFed's synthesis);
+- ``client_config(rnd)``: what every client of the round receives besides the global parameters
+  (floats or tensors, e.g. a decayed coefficient or SCAFFOLD's server control variate);
+client side (run by the executor, sequentially or vectorised)
+- ``init_client_state(client_id, flat)``: a client's persistent state, tensors created the first time
+  it is sampled, kept across rounds, checkpointed and stacked under vmap like optimizer state;
+- ``local_loss(model, batch, ctx)``: the objective of one minibatch step (``ctx.config``, ``ctx.state``);
+- ``finish_client(result)``: after the last step; may update ``result.state`` and returns the payload
+  the client sends back beyond its parameters;
+server side, after the clients
+- ``aggregate(rnd, flat, updates)``: how the clients' parameters (and payloads) become the global ones;
+- ``after_aggregate(rnd, model, flat, updates)``: server work on the aggregate (FedDF, DynaFed);
 - ``server_state`` / ``load_server_state`` / ``write_artifacts``: state that outlives a round.
+Server hook time is logged as extra server time (``self.server.timed(part)`` names parts).
 
 Aggregation weights follow the run config: ``uniform`` (the mean over the round's clients, as DynaFed's
 and FedDF's official code) or ``samples`` (weighted by client dataset size, as FedAvg's paper).
@@ -19,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.registry import register
-from benchmarks.api import Batch, ClientUpdate, LocalContext, ServerContext
+from benchmarks.engine.api import Batch, ClientUpdate, LocalContext, LocalResult, register, ServerContext
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,7 @@ class FedAvgParams:
     """FedAvg has no hyperparameters of its own (client lr, epochs, etc. are run settings)."""
 
 
-@register("fedavg")
+@register("fedavg", title="FedAvg")
 class FedAvg:
     Params = FedAvgParams
     name = "fedavg"
@@ -36,7 +46,6 @@ class FedAvg:
     def __init__(self, params, server: ServerContext):
         self.params = params
         self.server = server
-        self.config = server.config
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -45,14 +54,27 @@ class FedAvg:
     @classmethod
     def estimate_extra_seconds(cls, cfg, work, costs) -> float:
         """Seconds this algorithm adds to a run beyond client training and evaluation, from the run's
-        ``work`` and the ``costs`` measured here (see ``benchmarks.estimate``). FedAvg adds nothing.
+        ``work`` and the ``costs`` measured here (see ``benchmarks.experiments.estimate``). FedAvg adds nothing.
         FedProx inherits this; its proximal term cost 2% a round in the cpu suite. FedGen inherits it too
         and so is underestimated: its teacher term and generator cost 17% a round there."""
         return 0.0
 
     # ---- client side -------------------------------------------------------------------------
+    def client_config(self, rnd: int) -> dict:
+        """What every client of round ``rnd`` receives with the global parameters (``ctx.config``)."""
+        return {}
+
+    def init_client_state(self, client_id: int, global_flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A client's persistent state (tensors, one layout for all clients), made when it is first sampled."""
+        return {}
+
     def local_loss(self, model: nn.Module, batch: Batch, ctx: LocalContext) -> torch.Tensor:
         return F.cross_entropy(model(batch.x), batch.y)
+
+    def finish_client(self, result: LocalResult) -> dict[str, torch.Tensor]:
+        """After a client's last local step: update ``result.state`` in place if the algorithm keeps one,
+        and return the payload the client sends back besides its parameters (``ClientUpdate.payload``)."""
+        return {}
 
     # ---- server side -------------------------------------------------------------------------
     def setup(self, global_model: nn.Module, global_flat: torch.Tensor) -> None:
@@ -62,7 +84,7 @@ class FedAvg:
         """Server work at the start of round ``rnd`` (1-based), before clients train."""
 
     def aggregation_weights(self, updates: list[ClientUpdate]) -> torch.Tensor:
-        if self.config.aggregation == "samples":
+        if self.server.aggregation == "samples":
             sizes = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
             return sizes / sizes.sum()
         return torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)

@@ -35,10 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from algorithms.fedavg import FedAvg
-from algorithms.registry import register
-from benchmarks.api import ClientUpdate, TensorData
-from benchmarks.seeding import derive_seed
-from benchmarks.typed import ConfigError, SearchRange, setting
+from benchmarks.engine.api import ClientUpdate, ConfigError, derive_seed, register, SearchRange, setting, TensorData
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
     return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs, reduction="batchmean")
 
 
-@register("feddf")
+@register("feddf", title="FedDF")
 class FedDF(FedAvg):
     Params = FedDFParams
 
@@ -136,7 +133,7 @@ class FedDF(FedAvg):
         model, flat = self.teacher_model()
         model.eval()
         total = torch.zeros(len(x), self.server.num_classes, device=x.device)
-        step = self.config.eval_batch_size
+        step = self.server.eval_batch_size
         for update in updates:
             flat.copy_(update.params)
             for start in range(0, len(x), step):
@@ -149,7 +146,7 @@ class FedDF(FedAvg):
         return self.server.proxy
 
     def val_accuracy(self, model) -> float:
-        return self.server.evaluate(model, self.server.val, self.config.eval_batch_size)[0]
+        return self.server.evaluate(model, self.server.val, self.server.eval_batch_size)[0]
 
     def distill(self, rnd: int, model, flat: torch.Tensor, updates: list[ClientUpdate]) -> DistillResult:
         """Distil the clients' ensemble into ``model`` (whose parameters are views of ``flat``) and leave

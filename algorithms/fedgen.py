@@ -39,10 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.fedavg import FedAvg
-from algorithms.registry import register
-from benchmarks.api import ClientUpdate
-from benchmarks.seeding import derive_seed
-from benchmarks.typed import ConfigError, SearchRange, setting
+from benchmarks.engine.api import ClientUpdate, ConfigError, derive_seed, register, SearchRange, setting
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,7 @@ def diversity_loss(noise: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(noise_dist * out_dist).mean())
 
 
-@register("fedgen")
+@register("fedgen", title="FedGen")
 class FedGen(FedAvg):
     Params = FedGenParams
 
@@ -168,7 +165,7 @@ class FedGen(FedAvg):
         if beta:
             loss = loss + beta * self._latent_loss(model, logits, batch.y, ctx.generator)
         if alpha:
-            ratio = self.params.gen_batch_size / self.config.clients.batch_size
+            ratio = self.params.gen_batch_size / self.server.clients.batch_size
             loss = loss + ratio * alpha * self._teacher_loss(model, ctx.generator)
         return loss
 
@@ -213,7 +210,7 @@ class FedGen(FedAvg):
         head_w, head_b = self.client_heads(updates)
         weights, qualified = label_weights(torch.stack([u.label_counts for u in updates]).to(device))
         rng = self.server.generator("fedgen", rnd)
-        batch = self.config.clients.batch_size
+        batch = self.server.clients.batch_size
         self.generator.train()
         for _ in range(self.params.generator_steps):
             noise = torch.rand(batch, self.params.noise_dim, generator=rng, device=device)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from algorithms.fedavg import FedAvg
-from algorithms.registry import register
-from benchmarks.typed import SearchRange, setting
+from benchmarks.engine.api import register, SearchRange, setting
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,7 @@ class FedProxParams:
                         tune=SearchRange(1e-4, 1.0, log=True))
 
 
-@register("fedprox")
+@register("fedprox", title="FedProx")
 class FedProx(FedAvg):
     Params = FedProxParams
 

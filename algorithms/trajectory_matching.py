@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from algorithms import dsa
-from benchmarks.flat import FlatOptimizer
+from benchmarks.engine.api import FlatOptimizer
 
 
 def kd_loss(logits: torch.Tensor, label_logits: torch.Tensor) -> torch.Tensor:
@@ -115,7 +115,7 @@ def unrolled_matching_loss(net: FunctionalNet, syn: SyntheticSet, start: torch.T
 class TrajectoryMatcher:
     """Owns the synthetic set and its three Adam optimisers; ``step()`` is one outer iteration.
 
-    The optimisers are flat Adams (``benchmarks.flat``, same update as ``torch.optim.Adam``), each with
+    The optimisers are flat Adams (``benchmarks.engine.flat``, same update as ``torch.optim.Adam``), each with
     its own learning rate as in the official code.
     """
 

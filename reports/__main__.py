@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.results import REPO_ROOT, results_root
+from benchmarks.store.rundir import REPO_ROOT, results_root
 from reports.build import ReportError, build_report
 
 # Folders of the reports package itself, which a default output folder must not overwrite.

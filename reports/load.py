@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.results import SCHEMA
+from benchmarks.store.rundir import SCHEMA
 
 # Dotted paths a summary must have for every table and figure of the report to be built from it.
 REQUIRED_KEYS = (

@@ -36,10 +36,10 @@ def tiny_dict(**sections) -> dict:
 def wired(cfg):
     """The runner's own wiring of ``cfg`` (global model, executor, server context, algorithm) on the CPU,
     without a results folder, for tests that drive rounds by hand."""
-    from benchmarks.federation import build_federation
-    from benchmarks.runner import RoundLoop
+    from benchmarks.engine.federation import build_federation
+    from benchmarks.engine.runner import RoundLoop
     device = torch.device("cpu")
-    return RoundLoop(cfg, build_federation(cfg, device), device, out=None, progress=False, on_eval=None)
+    return RoundLoop(cfg, build_federation(cfg.dataset, cfg.partition, device), device, out=None, progress=False, on_eval=None)
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import datasets, download
-from benchmarks.commands import data as data_command
-from benchmarks.datasets import DatasetError, dataset_status, load_dataset, make_synthetic, prepare_dataset
+from benchmarks.data import datasets, download
+from benchmarks.cli.commands import data as data_command
+from benchmarks.data.datasets import DatasetError, dataset_status, load_dataset, make_synthetic, prepare_dataset
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -13,12 +13,12 @@ from algorithms import dsa
 from algorithms.dynafed import ARTIFACT_GRID, ARTIFACT_TENSORS, DynaFed, DynaFedParams, tile
 from algorithms.trajectory_matching import (FunctionalNet, SyntheticSet, TrajectoryMatcher, kd_loss,
                                             sample_expert_segment, unrolled_matching_loss)
-from benchmarks.api import ServerContext
-from benchmarks.config import config_from_dict
-from benchmarks.flat import bind_flat
+from benchmarks.engine.api import ServerContext
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.engine.flat import bind_flat
 from benchmarks.models import ConvNet
-from benchmarks.runner import run
-from benchmarks.typed import ConfigError
+from benchmarks.engine.runner import run
+from benchmarks.core.typed import ConfigError
 
 SHAPE = (1, 8, 8)
 CLASSES = 4
@@ -182,7 +182,7 @@ class Forbidden:
 
 
 def server_without_data(seed: int = 0) -> ServerContext:
-    return ServerContext(config=None, num_classes=CLASSES, input_shape=SHAPE, device=torch.device("cpu"),
+    return ServerContext(aggregation="uniform", clients=None, eval_batch_size=1000, rounds=1, num_classes=CLASSES, input_shape=SHAPE, device=torch.device("cpu"),
                          val=Forbidden(), proxy=Forbidden(), client_class_counts=Forbidden(),
                          build_model=lambda: ConvNet(SHAPE, CLASSES, width=8, depth=2), seed=seed)
 
@@ -293,6 +293,6 @@ def test_grid_rows_are_class_slots_and_columns_their_images():
 
 
 def test_perf_measure_reports_time_and_memory():
-    from benchmarks.perf_dynafed import measure
+    from benchmarks.perf.dynafed import measure
     row = measure(width=4, num_classes=2, ipc=1, iterations=1, syn_steps=1, device=torch.device("cpu"))
     assert row["images"] == 2 and row["seconds_per_iteration"] > 0 and row["peak_mb"] >= 0

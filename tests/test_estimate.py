@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.__main__ import main
-from benchmarks.config import config_from_dict
-from benchmarks.estimate import (STARTUP_SECONDS, Estimate, StepCosts, cell_seconds, cell_work,
+from benchmarks.cli.main import main
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.experiments.estimate import (STARTUP_SECONDS, Estimate, StepCosts, cell_seconds, cell_work,
                                  estimate_suite, format_duration, measure_costs)
-from benchmarks.suites import load_suite
+from benchmarks.experiments.suites import load_suite
 
 COSTS = StepCosts(train_sample=1e-3, forward_sample=1e-4)
 
@@ -65,7 +65,7 @@ def test_wall_time_is_total_over_jobs_but_never_below_the_longest_run():
 
 
 def test_costs_are_measured_once_per_model_and_shape(tiny, monkeypatch):
-    import benchmarks.estimate as estimate
+    import benchmarks.experiments.estimate as estimate
     calls = []
     monkeypatch.setattr(estimate, "measure_costs", lambda cfg: calls.append(cfg.model.width) or COSTS)
     cells = [config_from_dict(tiny(algorithm=a)) for a in ("fedavg", "fedprox", "fedgen")]
@@ -80,7 +80,7 @@ def test_measured_costs_are_positive(tiny):
 
 
 def test_finished_runs_are_not_counted(results_dir, capsys):
-    from benchmarks.sweep import run_sweep
+    from benchmarks.experiments.sweep import run_sweep
     suite = load_suite("smoke", ["algorithm=fedavg", "rounds=2"])
     run_sweep(suite, jobs=1, results=results_dir, progress=False)
     assert main(["estimate", "smoke", "--set", "rounds=2", "--results", str(results_dir)]) == 0

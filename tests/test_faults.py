@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from algorithms import algorithm_names
-from benchmarks.checkpoint import CHECKPOINT_NAME, CheckpointError
-from benchmarks.config import config_from_dict
-from benchmarks.results import ResultsError, RunDirectory
-from benchmarks.runner import run
+from benchmarks.engine.checkpoint import CHECKPOINT_NAME, CheckpointError
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.store.rundir import ResultsError, RunDirectory
+from benchmarks.engine.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,9 +118,9 @@ optimizer = "sgd"
 [axes]
 "clients.lr" = [1e30, 0.01]
 """)
-    from benchmarks.suites import load_suite
-    from benchmarks.sweep import run_sweep
-    from benchmarks.results import read_summary
+    from benchmarks.experiments.suites import load_suite
+    from benchmarks.experiments.sweep import run_sweep
+    from benchmarks.store.rundir import read_summary
     dirs = run_sweep(load_suite(str(suite)), progress=False)
     statuses = sorted(read_summary(d)["status"] for d in dirs)
     assert statuses == ["complete", "diverged"]

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from algorithms.feddf import distillation_loss
-from benchmarks.config import config_from_dict
-from benchmarks.federation import build_federation
-from benchmarks.runner import run
-from benchmarks.typed import ConfigError
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.engine.federation import build_federation
+from benchmarks.engine.runner import run
+from benchmarks.core.typed import ConfigError
 from tests.conftest import wired
 
 
@@ -118,7 +118,7 @@ def test_tiny_run_logs_distillation(tiny, tmp_path):
 
 def test_proxy_is_unlabelled_training_data_disjoint_from_the_test_set(tiny):
     cfg = config_from_dict(tiny(algorithm="feddf"))
-    fed = build_federation(cfg, torch.device("cpu"))
+    fed = build_federation(cfg.dataset, cfg.partition, torch.device("cpu"))
     proxy_pos = fed.proxy_positions
     assert len(proxy_pos) > 0 and fed.proxy.y is None
     assert torch.equal(fed.proxy.x, fed.train.x[torch.from_numpy(proxy_pos)])

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from algorithms.fedavg import FedAvg
 from algorithms.fedgen import diversity_loss, ensemble_teacher_loss, label_weights
-from benchmarks.api import Batch, ClientUpdate, LocalContext
-from benchmarks.config import config_from_dict
-from benchmarks.flat import unflatten
-from benchmarks.runner import run
-from benchmarks.typed import ConfigError
+from benchmarks.engine.api import Batch, ClientUpdate, LocalContext
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.engine.flat import unflatten
+from benchmarks.engine.runner import run
+from benchmarks.core.typed import ConfigError
 from tests.conftest import wired
 
 

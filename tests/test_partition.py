@@ -1,4 +1,4 @@
-"""Properties of benchmarks.partition that the runner and the reports rely on."""
+"""Properties of benchmarks.data.partition that the runner and the reports rely on."""
 
 import argparse
 import json
@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from benchmarks.partition import (
+from benchmarks.data.partition import (
     SCHEMES, PartitionError, partition, partition_pool, partition_stats, plot_partition,
     server_splits,
 )
@@ -290,8 +290,8 @@ def cli(monkeypatch):
         return types.SimpleNamespace(train_y=LABELS.copy(), num_classes=C)
 
     fake = types.SimpleNamespace(load_dataset=load_dataset, DatasetError=FakeDatasetError)
-    monkeypatch.setitem(sys.modules, "benchmarks.datasets", fake)
-    from benchmarks.commands import partition as command
+    monkeypatch.setitem(sys.modules, "benchmarks.data.datasets", fake)
+    from benchmarks.cli.commands import partition as command
     return command
 
 
@@ -327,8 +327,8 @@ def test_cli_errors_are_one_line_exit_2(cli, capsys, argv, start):
 
 
 def test_cli_on_the_real_synthetic_dataset(capsys):
-    pytest.importorskip("benchmarks.datasets")
-    from benchmarks.commands import partition as command
+    pytest.importorskip("benchmarks.data.datasets")
+    from benchmarks.cli.commands import partition as command
 
     code = invoke(command, ["--dataset", "synthetic", "--scheme", "shards", "--clients", "10",
                             "--classes-per-client", "2"])

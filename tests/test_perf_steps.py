@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.perf_steps import format_table, measure_steps
+from benchmarks.perf.steps import format_table, measure_steps
 
 FAST = ("eager", "channels_last", "bf16")
 

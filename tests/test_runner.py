@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 from algorithms.fedavg import FedAvg
 from algorithms.fedprox import FedProx, FedProxParams
-from benchmarks.api import Batch, ClientUpdate, LocalContext
-from benchmarks.config import config_from_dict
-from benchmarks.executor import SequentialExecutor, client_batches
-from benchmarks.flat import FlatOptimizer, bind_flat, flat_grad, unflatten
+from benchmarks.engine.api import Batch, ClientUpdate, LocalContext
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.engine.executors.sequential import SequentialExecutor, client_batches
+from benchmarks.engine.flat import FlatOptimizer, bind_flat, flat_grad, unflatten
 from benchmarks.models import build_model
-from benchmarks.runner import run
-from benchmarks.api import TensorData
+from benchmarks.engine.runner import run
+from benchmarks.engine.api import TensorData
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def _update(params, n):
 
 class _Server:
     def __init__(self, aggregation):
-        self.config = type("C", (), {"aggregation": aggregation})()
+        self.aggregation = aggregation
 
 
 def test_uniform_and_sample_weighted_aggregation_by_hand():
@@ -148,8 +148,12 @@ def test_run_directory_contents(tiny, results_dir):
     out = run(cfg, suite="t", progress=False)
     assert out.name == cfg.run_id() and out.parent == results_dir / "t"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["config"] == cfg.to_dict()
-    assert set(summary["versions"]) >= {"python", "torch", "numpy"}
+    assert summary["status"] == "complete" and summary["config"] == cfg.experiment_dict()
+    assert "threads" not in summary["config"] and "checkpoint_every" not in summary["config"]
+    assert summary["execution"] == {"threads": 1, "checkpoint_every": 10, "executor": "sequential",
+                                    "executor_fallback": None}
+    assert summary["algorithm_title"] == "FedAvg"
+    assert set(summary["versions"]) >= {"python", "torch", "numpy", "cpu", "cpu_capability"}
     assert summary["git_revision"]
     assert summary["best_val"]["round"] in (1, 2)
     assert len(summary["partition"]["class_counts"]) == cfg.partition.clients
@@ -163,7 +167,7 @@ def test_run_directory_contents(tiny, results_dir):
 
 def test_client_sampling_identical_across_algorithms(tiny, monkeypatch, tmp_path):
     seen = {}
-    import benchmarks.runner as runner_mod
+    import benchmarks.engine.runner as runner_mod
     original = runner_mod.sample_clients
 
     def spy(rng, n, k):
@@ -243,7 +247,7 @@ def _finished(suite_dir: Path) -> list[Path]:
     ({"device": "tpu"}, "device: 'tpu' is not one of cpu, cuda, cuda:N"),
 ])
 def test_invalid_configs_give_one_line_naming_the_field(tiny, override, message):
-    from benchmarks.typed import ConfigError
+    from benchmarks.core.typed import ConfigError
     with pytest.raises(ConfigError) as info:
         config_from_dict(tiny(**override))
     assert message in str(info.value)
@@ -264,7 +268,7 @@ def test_cli_reports_bad_input_in_one_line_and_exit_2(tmp_path):
 
 
 def test_set_overrides_parse_toml_literals():
-    from benchmarks.config import apply_overrides
+    from benchmarks.experiments.config import apply_overrides
     data = apply_overrides({}, ["partition.alpha=0.04", "clients.persistent_state=false", "algorithm=fedprox",
                                 "dataset.name=\"cifar10\""])
     assert data == {"partition": {"alpha": 0.04}, "clients": {"persistent_state": False}, "algorithm": "fedprox",

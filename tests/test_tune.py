@@ -10,15 +10,15 @@ from dataclasses import dataclass
 import optuna
 import pytest
 
-import benchmarks.runner
-import benchmarks.tune
-from algorithms import registry
+import benchmarks.engine.runner
+import benchmarks.experiments.tune
+from benchmarks.engine import registry
 from algorithms.fedavg import FedAvg
-from benchmarks.__main__ import main
-from benchmarks.config import load_config
-from benchmarks.suites import load_suite
-from benchmarks.tune import StudyRequest, base_config, search_space, tune
-from benchmarks.typed import ConfigError, SearchRange, setting
+from benchmarks.cli.main import main
+from benchmarks.experiments.config import load_config
+from benchmarks.experiments.suites import load_suite
+from benchmarks.experiments.tune import StudyRequest, base_config, search_space, tune
+from benchmarks.core.typed import ConfigError, SearchRange, setting
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -38,7 +38,7 @@ def read_trials(outcome) -> list[dict]:
 def count_runs(monkeypatch, fail_on: dict[int, BaseException] | None = None) -> list[int]:
     """Spy on the trial runs; the call numbered k (from 1) raises ``fail_on[k]`` instead of running."""
     calls = []
-    real = benchmarks.tune.run_config
+    real = benchmarks.experiments.tune.run_config
 
     def spy(*args, **kwargs):
         calls.append(len(calls) + 1)
@@ -46,7 +46,7 @@ def count_runs(monkeypatch, fail_on: dict[int, BaseException] | None = None) -> 
             raise fail_on[calls[-1]]
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(benchmarks.tune, "run_config", spy)
+    monkeypatch.setattr(benchmarks.experiments.tune, "run_config", spy)
     return calls
 
 
@@ -55,7 +55,7 @@ def study(tmp_path_factory):
     """One three-trial study, with every federation and every evaluated split of its runs recorded."""
     results = tmp_path_factory.mktemp("tune")
     feds, evaluated = [], []
-    real_build, real_evaluate = benchmarks.runner.build_federation, benchmarks.runner.evaluate
+    real_build, real_evaluate = benchmarks.engine.runner.build_federation, benchmarks.engine.runner.evaluate
 
     def build(*args, **kwargs):
         feds.append(real_build(*args, **kwargs))
@@ -66,8 +66,8 @@ def study(tmp_path_factory):
         return real_evaluate(model, data, batch_size)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(benchmarks.runner, "build_federation", build)
-        mp.setattr(benchmarks.runner, "evaluate", evaluate)
+        mp.setattr(benchmarks.engine.runner, "build_federation", build)
+        mp.setattr(benchmarks.engine.runner, "evaluate", evaluate)
         outcome = tune(request(results), progress=False)
     return outcome, feds, evaluated
 
@@ -107,7 +107,7 @@ def test_sweep_set_file_applies_best_values_to_the_scoped_cells(study, monkeypat
     outcome, _, _ = study
     best = outcome.study.best_params
     seen = []
-    monkeypatch.setattr("benchmarks.sweep.run_sweep", lambda suite, **kw: seen.append(suite) or [])
+    monkeypatch.setattr("benchmarks.experiments.sweep.run_sweep", lambda suite, **kw: seen.append(suite) or [])
     assert main(["sweep", "smoke", "--set-file", str(outcome.best_toml), "--results", str(tmp_path)]) == 0
     (suite,) = seen
     for cfg in suite.cells:

@@ -13,14 +13,15 @@ import torch.nn.functional as F
 
 from algorithms.fedavg import FedAvg
 from algorithms.fedprox import FedProx, FedProxParams
-from benchmarks.api import TensorData
-from benchmarks.config import config_from_dict
-from benchmarks.executor import SequentialExecutor, make_executor
-from benchmarks.flat import FlatOptimizer, bind_flat
+from benchmarks.engine.api import TensorData
+from benchmarks.experiments.config import config_from_dict
+from benchmarks.engine.executors import make_executor
+from benchmarks.engine.executors.sequential import SequentialExecutor
+from benchmarks.engine.flat import FlatOptimizer, bind_flat
 from benchmarks.models import build_model
-from benchmarks.runner import run
-from benchmarks.typed import ConfigError
-from benchmarks.vectorised import StackedOptimizer, VectorisedExecutor, plan_round
+from benchmarks.engine.runner import run
+from benchmarks.core.typed import ConfigError
+from benchmarks.engine.executors.vectorised import StackedOptimizer, VectorisedExecutor, plan_round
 
 SHAPE, CLASSES = (1, 8, 8), 3
 # Unequal clients at batch size 8: none, one short batch, several with a short last batch.
@@ -29,7 +30,7 @@ CLIENT_SIZES = (0, 5, 16, 23, 40, 6)
 
 class _Server:
     def __init__(self, config):
-        self.config = config
+        self.aggregation, self.clients = config.aggregation, config.clients
 
 
 class _ItemLoss(FedAvg):
@@ -71,9 +72,9 @@ def _assert_same_updates(a, b):
 
 
 def _assert_same_states(seq, vec):
-    assert sorted(seq.client_states) == sorted(vec.client_states)
-    for cid, state in seq.client_states.items():
-        other = vec.client_states[cid]
+    assert sorted(seq.optimizer_states) == sorted(vec.optimizer_states)
+    for cid, state in seq.optimizer_states.items():
+        other = vec.optimizer_states[cid]
         assert state.keys() == other.keys() and state["step"] == other["step"]
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
@@ -120,7 +121,7 @@ def test_without_persistent_state_nothing_is_stored():
     for rnd in (1, 2):
         _assert_same_updates(seq.train_round(rnd, [1, 3], global_flat, algo),
                              vec.train_round(rnd, [1, 3], global_flat, algo))
-    assert vec.client_states == {}
+    assert vec.client_states == {"optimizer": {}, "algorithm": {}}
 
 
 def test_plan_masks_clients_without_a_batch_of_the_steps_length():
@@ -141,11 +142,11 @@ def test_client_out_of_batches_is_masked_from_later_steps():
     alone = VectorisedExecutor(copy.deepcopy(seq.model), seq.train, seq.client_indices, cfg.clients, CLASSES, 3)
     short, _ = together.train_round(1, [1, 4], global_flat, algo)
     solo = alone.train_round(1, [1], global_flat, algo)[0]
-    assert (short.steps, together.client_states[4]["step"]) == (2, 10)
+    assert (short.steps, together.optimizer_states[4]["step"]) == (2, 10)
     torch.testing.assert_close(short.params, solo.params, atol=1e-7, rtol=0)
     for key in ("exp_avg", "exp_avg_sq"):
-        torch.testing.assert_close(together.client_states[1][key], alone.client_states[1][key], atol=1e-7, rtol=0)
-    assert together.client_states[1]["step"] == alone.client_states[1]["step"] == 2
+        torch.testing.assert_close(together.optimizer_states[1][key], alone.optimizer_states[1][key], atol=1e-7, rtol=0)
+    assert together.optimizer_states[1]["step"] == alone.optimizer_states[1]["step"] == 2
 
 
 def test_unvmappable_objective_falls_back_once_and_matches_sequential(capsys):
@@ -166,7 +167,8 @@ def test_auto_is_sequential_on_cpu_and_vectorised_on_cuda():
     kinds = {}
     for device, executor in (("cpu", "auto"), ("cuda", "auto"), ("cpu", "vectorised"), ("cuda", "sequential")):
         cfg = config_from_dict({"device": device, "executor": executor, "partition": {"clients": 6}})
-        kinds[device, executor] = make_executor(cfg, copy.deepcopy(model), train, indices, CLASSES).name
+        kinds[device, executor] = make_executor(cfg.executor, cfg.device, cfg.clients, cfg.compile, cfg.seed, copy.deepcopy(model),
+                                                  train, indices, CLASSES).name
     assert kinds == {("cpu", "auto"): "sequential", ("cuda", "auto"): "vectorised",
                      ("cpu", "vectorised"): "vectorised", ("cuda", "sequential"): "sequential"}
 
@@ -196,7 +198,8 @@ def test_compiled_sequential_model_follows_each_clients_parameters(monkeypatch):
         torch.manual_seed(1)
         model = build_model("cnn", SHAPE, CLASSES, 4, 2)
         global_flat = bind_flat(copy.deepcopy(model)).detach().clone()
-        executor = make_executor(cfg, model, train, indices, CLASSES)
+        executor = make_executor(cfg.executor, cfg.device, cfg.clients, cfg.compile, cfg.seed, model, train, indices,
+                                 CLASSES)
         updates[compiled] = executor.train_round(1, [2, 3, 4], global_flat, FedAvg(None, _Server(cfg)))
     _assert_same_updates(updates[False], updates[True])
     assert len(graphs) == 1, "full batches must take one static compiled graph, short batches the eager path"

@@ -1,0 +1,66 @@
+"""Measure speed: rounds per executor vs plain training, threads, parallel jobs, DynaFed synthesis,
+training-step options (channels_last, bf16, torch.compile)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="fmnist")
+    parser.add_argument("--widths", default="32,128", help="ConvNet widths to measure, comma-separated")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per setting (after one warm-up)")
+    parser.add_argument("--threads", default=None,
+                        help="thread counts to compare, comma-separated (default: 1,2; with --steps, 1)")
+    parser.add_argument("--executor", default="sequential", choices=("all", "sequential", "vectorised"),
+                        help="client executor(s) to time, on the CPU and on CUDA when present")
+    parser.add_argument("--skip-jobs", action="store_true", help="skip the sweep --jobs 1 vs 2 comparison")
+    parser.add_argument("--dynafed", action="store_true", help="measure DynaFed synthesis instead")
+    parser.add_argument("--settings", default=None,
+                        help="DynaFed: classes x images-per-class cases, e.g. 10x15,100x15 (default: 10x15 on "
+                             "CPU, where 100x15 at 20 steps needs tens of GiB; both on CUDA)")
+    parser.add_argument("--syn-steps", type=int, default=20, help="DynaFed: unrolled steps per iteration")
+    parser.add_argument("--iterations", type=int, default=2, help="DynaFed: timed outer iterations per case")
+    parser.add_argument("--steps", action="store_true",
+                        help="measure one training step's options (eager, channels_last, bf16, torch.compile) "
+                             "on the CPU instead")
+    parser.add_argument("--step-repeats", type=int, default=20, help="steps: timed steps per variant")
+    parser.add_argument("--data-dir", help="data directory (default: $HETBENCH_DATA or data/)")
+
+
+def run(args) -> int:
+    if args.steps:
+        from benchmarks.perf.steps import format_table, measure_steps
+        cells = itertools.product(args.widths.split(","), (args.threads or "1").split(","))
+        for index, (width, n_threads) in enumerate(cells):
+            lines = format_table(measure_steps(args.dataset, int(width), int(n_threads), args.step_repeats))
+            print("\n".join(lines[1:] if index else lines), flush=True)  # one table: header once, rows as they come
+        return 0
+    if args.dynafed:
+        import torch
+        from benchmarks.perf.dynafed import main as dynafed_main
+        default = "10x15,100x15" if torch.cuda.is_available() else "10x15"
+        settings = tuple(tuple(int(v) for v in case.split("x")) for case in (args.settings or default).split(","))
+        dynafed_main(widths=tuple(int(w) for w in args.widths.split(",")), settings=settings,
+                     iterations=args.iterations, syn_steps=args.syn_steps)
+        return 0
+    import torch
+
+    from benchmarks.perf.executors import compare_jobs, measure_round_vs_plain
+
+    widths = [int(w) for w in args.widths.split(",")]
+    threads = [int(t) for t in (args.threads or "1,2").split(",")]
+    executors = ("sequential", "vectorised") if args.executor == "all" else (args.executor,)
+    devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    print(f"{'device':>6} {'executor':>10} {'width':>5} {'threads':>7} {'1st round s':>11} {'fed s/round':>11} "
+          f"{'fed train s':>11} {'plain s':>8} {'ratio':>6} {'samples/s':>9} {'eval s':>7}")
+    for device, width, n_threads, executor in itertools.product(devices, widths, threads, executors):
+        r = measure_round_vs_plain(args.dataset, width, n_threads, args.rounds, args.data_dir, executor=executor,
+                                   device=device)
+        print(f"{device:>6} {executor:>10} {width:>5} {n_threads:>7} {r['first_round_seconds']:>11.2f} "
+              f"{r['round_seconds']:>11.2f} {r['train_seconds']:>11.2f} {r['plain_seconds']:>8.2f} "
+              f"{r['ratio']:>6.2f} {r['samples_per_second']:>9.0f} {r['eval_seconds']:>7.2f}", flush=True)
+    if not args.skip_jobs:
+        for line in compare_jobs(args.data_dir):
+            print(line)
+    return 0

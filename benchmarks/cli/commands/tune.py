@@ -1,0 +1,45 @@
+"""Search an algorithm's declared hyperparameter ranges with Optuna, scored on validation accuracy."""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--algorithm", required=True, help="registered algorithm name")
+    parser.add_argument("--dataset", required=True, help="dataset name")
+    parser.add_argument("--alpha", type=float, required=True, help="partition.alpha of the study")
+    parser.add_argument("--trials", type=int, default=20,
+                        help="trial budget; trials already in the study's storage count towards it")
+    parser.add_argument("--base", default="quick", help="suite whose [base] config the trials start from")
+    parser.add_argument("--rounds", type=int, help="rounds per trial (default: the base suite's)")
+    parser.add_argument("--storage", help="Optuna database URL, e.g. to share a study between machines "
+                                          "(default: sqlite file <results>/tuning/<study>.db)")
+    parser.add_argument("--study", help="study name (default: <algorithm>_<dataset>_a<alpha>_<base>)")
+    parser.add_argument("--pruner", default="median", choices=("median", "halving", "none"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of every trial; a searched key set here is not searched")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/)")
+    parser.add_argument("--data-dir", help="data directory (default: $HETBENCH_DATA or data/)")
+    parser.add_argument("--no-progress", action="store_true", help="no line per finished trial")
+
+
+def run(args) -> int:
+    import optuna
+
+    from benchmarks.experiments.tune import OBJECTIVE, StudyRequest, tune
+
+    # Our own line per trial says what Optuna's log would, without a traceback for every diverged trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    req = StudyRequest(algorithm=args.algorithm, dataset=args.dataset, alpha=args.alpha, trials=args.trials,
+                       base=args.base, rounds=args.rounds, storage=args.storage, study=args.study,
+                       pruner=args.pruner, overrides=tuple(args.overrides), seed=args.seed, results=args.results)
+    outcome = tune(req, data_dir=args.data_dir, progress=not args.no_progress)
+    print(f"trials: {outcome.trials_csv}")
+    if outcome.best_toml is None:
+        print(f"study {req.name}: no trial completed, so there is no best.toml")
+        return 1
+    best = outcome.study.best_trial
+    print(f"study {req.name}: best {OBJECTIVE} {best.value:.4f} (trial {best.number})")
+    print(f"best: {outcome.best_toml}")
+    return 0

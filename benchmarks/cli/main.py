@@ -1,0 +1,65 @@
+"""``python -m benchmarks run|sweep|estimate|perf|data|partition|tune ...``
+
+Every user error (bad config, missing data, bad partition request) is printed as one line and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from benchmarks.cli.allocator import ensure_fast_allocator
+
+COMMAND_MODULES = {
+    "run": "benchmarks.cli.commands.run",
+    "sweep": "benchmarks.cli.commands.sweep",
+    "perf": "benchmarks.cli.commands.perf",
+    "data": "benchmarks.cli.commands.data",
+    "partition": "benchmarks.cli.commands.partition",
+    "tune": "benchmarks.cli.commands.tune",
+    "estimate": "benchmarks.cli.commands.estimate",
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from benchmarks.engine.checkpoint import CheckpointError
+    from benchmarks.store.rundir import ResultsError
+    from benchmarks.experiments.sweep import SweepError
+    from benchmarks.core.typed import ConfigError
+    errors: list[type[BaseException]] = [ConfigError, ResultsError, CheckpointError, SweepError]
+    for module, name in (("benchmarks.data.datasets", "DatasetError"), ("benchmarks.data.partition", "PartitionError")):
+        errors.append(getattr(importlib.import_module(module), name))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, module_name in COMMAND_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        modules[name] = module
+        module.configure(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; unfinished ones resume from their last checkpoint next time",
+              file=sys.stderr)
+        return 130
+
+
+def console() -> None:
+    """The ``hetbench`` console script: the fast allocator, then :func:`main`."""
+    if os.environ.get("HETBENCH_ALLOCATOR", "fast") == "fast":
+        ensure_fast_allocator()
+    sys.exit(main())

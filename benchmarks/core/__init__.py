@@ -1,0 +1,1 @@
+"""Foundations with no dependency beyond the standard library: typed settings, seed derivation, dotted paths."""

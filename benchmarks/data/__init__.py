@@ -1,0 +1,1 @@
+"""Datasets (loading, caching, download) and partition schemes: pure data, no federated logic."""

@@ -1,0 +1,1 @@
+"""The federated engine: the algorithm API, the round loop, executors, federation, checkpoints."""

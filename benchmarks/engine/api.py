@@ -1,0 +1,163 @@
+"""The contract between the engine and the algorithms: the only module an algorithm imports.
+
+An algorithm sees the server's world through :class:`ServerContext` (validation and proxy data, fresh
+models, seeded generators, timers) and a client's step through :class:`LocalContext`. The test set is
+deliberately absent from both: only the runner evaluates on it. The tools an algorithm may use (flat
+vectors and optimizers, typed settings, seed derivation, the registry) are re-exported here, so the
+import contracts can hold algorithms to this one module.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.core.seeding import derive_seed
+from benchmarks.core.typed import ConfigError, SearchRange, setting
+from benchmarks.engine.flat import FlatOptimizer, bind_flat, flat_grad, unflatten
+from benchmarks.engine.registry import algorithm_names, get_algorithm, register
+from benchmarks.engine.settings import ClientConfig
+
+__all__ = [
+    "Batch", "ClientUpdate", "ConfigError", "FlatOptimizer", "LocalContext", "LocalResult", "SearchRange",
+    "ServerContext",
+    "TensorData", "algorithm_names", "bind_flat", "derive_seed", "evaluate", "flat_grad", "get_algorithm",
+    "register", "setting", "unflatten",
+]
+
+
+@dataclass
+class TensorData:
+    """Preloaded, normalised inputs on the run's device; ``y`` is None for unlabelled data."""
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass
+class LocalContext:
+    """What a local objective may know about the step it is computing.
+
+    ``config`` is what the algorithm's ``client_config`` sent to every client of the round (floats or
+    tensors); ``state`` is this client's own persistent state (``init_client_state``), whose tensors
+    the objective may read. Under the vectorised executor ``state`` holds this client's row while
+    ``client_id`` and ``generator`` cannot be read (they differ between the clients of one call).
+    """
+    round: int
+    client_id: int
+    step: int
+    global_flat: torch.Tensor
+    global_params: list[torch.Tensor]
+    generator: torch.Generator
+    config: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+
+@dataclass
+class LocalResult:
+    """A client's round as ``finish_client`` sees it, after its last local step."""
+    round: int
+    client_id: int
+    start: torch.Tensor
+    params: torch.Tensor
+    steps: int
+    num_samples: int
+    config: dict
+    state: dict
+
+
+@dataclass
+class ClientUpdate:
+    """What a client sends back for one round: its trained parameters, what it trained on, and its
+    algorithm's ``payload`` (tensors beyond the parameters, e.g. SCAFFOLD's control-variate change)."""
+    client_id: int
+    params: torch.Tensor
+    num_samples: int
+    steps: int
+    samples_seen: int
+    label_counts: torch.Tensor
+    train_loss: float
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass
+class ServerContext:
+    """Server-side resources for an algorithm. Nothing here reaches the test set.
+
+    Of the run's settings an algorithm sees only these few (its own hyperparameters come separately):
+    the aggregation rule, the clients' training settings, the evaluation batch size and the rounds.
+    """
+    aggregation: str
+    clients: ClientConfig
+    eval_batch_size: int
+    rounds: int
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    device: torch.device
+    val: TensorData
+    proxy: TensorData | None
+    client_class_counts: np.ndarray
+    build_model: Callable[[], nn.Module]
+    seed: int
+    # The inputs' per-channel normalisation in [0, 1] pixel units, to turn images back into pixels.
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    timings: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    def make_model(self) -> tuple[nn.Module, torch.Tensor]:
+        """A fresh model of the run's architecture bound to a flat vector (load a state into it)."""
+        model = self.build_model().to(self.device)
+        return model, bind_flat(model)
+
+    def generator(self, *keys) -> torch.Generator:
+        """A torch generator seeded from the run seed and ``keys``: same keys, same stream."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(derive_seed(self.seed, *keys))
+        return gen
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Time a named part of the server's extra work; it is logged as ``server_<part>_seconds``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
+
+    def log(self, metric: str, value: float) -> None:
+        """Record a deterministic server diagnostic for this round (``split=server`` in rounds.csv)."""
+        self.diagnostics[metric] = float(value)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: TensorData, batch_size: int = 1000) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) of ``model`` on labelled ``data``; restores the model's mode."""
+        return evaluate(model, data, batch_size)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000) -> tuple[float, float]:
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(data), batch_size):
+        x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
+        logits = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = max(1, len(data))
+    return correct / n, loss_sum / n

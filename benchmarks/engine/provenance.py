@@ -1,0 +1,33 @@
+"""What decides a run's bits besides its config: library versions, the CPU and the kernels torch
+dispatches to, the GPU. Recorded in every summary.json and shown in the reports' provenance."""
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+
+import numpy
+import torch
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions(device: str = "cpu") -> dict:
+    """Versions and hardware facts that can change floating-point results."""
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "platform": platform.platform(), "hetbench": "0.1.0", "cpu": cpu_model(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "mkldnn": torch.backends.mkldnn.is_available()}
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        out["cuda"] = torch.version.cuda
+    return out

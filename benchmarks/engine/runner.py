@@ -1,0 +1,241 @@
+"""The one federated loop every algorithm runs in.
+
+Per round: the algorithm's ``before_round`` hook -> seeded client sampling -> ``client_config`` ->
+local training by the executor (``init_client_state``, ``local_loss``, ``finish_client`` per client)
+-> ``aggregate`` -> ``after_aggregate`` -> evaluation on the validation split and the test set. Client sampling has its own random stream, so for a given seed every algorithm sees the same
+clients in the same rounds. Deterministic numbers go to rounds.csv, wall-clock to timings.csv.
+A run checkpoints every ``checkpoint_every`` rounds and resumes from its last checkpoint when started
+again after an interruption.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.core.seeding import derive_seed
+from benchmarks.engine.api import ServerContext, evaluate
+from benchmarks.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_sampler, sampler_state,
+                                   save_checkpoint)
+from benchmarks.engine.executors import make_executor
+from benchmarks.engine.federation import build_federation
+from benchmarks.engine.flat import bind_flat
+from benchmarks.models import build_model
+from benchmarks.engine.provenance import versions
+from benchmarks.engine.registry import get_algorithm
+from benchmarks.engine.settings import RunConfig, paper_deviations
+from benchmarks.store.rundir import RunDirectory, git_revision, results_root
+
+
+def sample_clients(rng: np.random.Generator, n_clients: int, per_round: int) -> list[int]:
+    return sorted(int(c) for c in rng.choice(n_clients, size=per_round, replace=False))
+
+
+def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = None, data_dir=None,
+        progress: bool = True, on_eval=None) -> Path:
+    """Run ``cfg`` unless its result already exists; return the run directory.
+
+    ``on_eval(rnd, metrics)`` is called after every evaluated round with that round's validation metrics
+    only (tuners must never see the test set); an exception it raises abandons the run.
+    """
+    out = RunDirectory(results_root(results), suite, cfg.run_id())
+    if out.is_complete():
+        return out.final
+    torch.set_num_threads(cfg.execution.threads)
+    device = torch.device(cfg.device)
+    fed = build_federation(cfg.dataset, cfg.partition, device, data_dir, eval_test=cfg.eval_test)
+    loop = RoundLoop(cfg, fed, device, out, progress, on_eval)
+    checkpoint = out.tmp / CHECKPOINT_NAME
+    saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
+    out.open(cfg.experiment_dict(), resume_bytes=saved["csv_bytes"] if saved else None)
+    try:
+        summary = loop.resume(saved) if saved else loop.start()
+    except BaseException:
+        out.abandon()
+        raise
+    summary.update(run_id=out.run_id, suite=suite, config=cfg.experiment_dict(), seed=cfg.seed,
+                   execution={**cfg.execution_dict(), **loop.executor.describe()},
+                   algorithm_title=loop.algorithm.title, versions=versions(cfg.device),
+                   git_revision=git_revision(), dataset=fed.describe(), partition=fed.stats,
+                   paper_deviations=paper_deviations(cfg),
+                   artifacts=loop.algorithm.write_artifacts(out.tmp))
+    return out.finish(summary)
+
+
+class RoundLoop:
+    """The state of one run between rounds, and the rounds themselves."""
+
+    def __init__(self, cfg: RunConfig, fed, device, out: RunDirectory, progress: bool, on_eval):
+        self.cfg, self.fed, self.out, self.progress, self.on_eval = cfg, fed, out, progress, on_eval
+
+        def new_model():
+            return build_model(cfg.model.name, fed.input_shape, fed.num_classes, cfg.model.width, cfg.model.depth)
+
+        torch.manual_seed(derive_seed(cfg.seed, "model-init"))
+        self.global_model = new_model().to(device)
+        self.global_flat = bind_flat(self.global_model)
+        self.executor = make_executor(cfg.executor, device, cfg.clients, cfg.compile, cfg.seed,
+                                      copy.deepcopy(self.global_model), fed.train, fed.client_indices, fed.num_classes)
+        self.server = ServerContext(aggregation=cfg.aggregation, clients=cfg.clients,
+                                    eval_batch_size=cfg.eval_batch_size, rounds=cfg.rounds,
+                                    num_classes=fed.num_classes, input_shape=fed.input_shape,
+                                    device=device, val=fed.val, proxy=fed.proxy,
+                                    client_class_counts=np.array(fed.stats["class_counts"]),
+                                    build_model=new_model, seed=derive_seed(cfg.seed, "server", cfg.algorithm),
+                                    mean=tuple(fed.dataset.mean), std=tuple(fed.dataset.std))
+        self.algorithm = get_algorithm(cfg.algorithm)(cfg.hparams, self.server)
+        self.sampler = np.random.default_rng(derive_seed(cfg.seed, "client-sampling"))
+        self.history: dict[int, dict[str, float]] = {}
+        self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0}
+        self.rounds_done = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> dict:
+        self.evaluate_round(0)
+        self.algorithm.setup(self.global_model, self.global_flat)
+        return self.loop()
+
+    def resume(self, saved: dict) -> dict:
+        with torch.no_grad():
+            self.global_flat.copy_(saved["global_flat"])
+        self.executor.client_states = saved["client_states"]
+        self.algorithm.load_server_state(saved["algorithm"])
+        restore_sampler(self.sampler, saved["sampler"])
+        self.history = saved["history"]
+        self.totals = saved["totals"]
+        self.rounds_done = saved["round"]
+        return self.loop()
+
+    def checkpoint(self) -> None:
+        csv_bytes = self.out.flush()
+        save_checkpoint(self.out.tmp / CHECKPOINT_NAME, {
+            "run_hash": self.cfg.run_hash(), "round": self.rounds_done, "global_flat": self.global_flat.cpu(),
+            "client_states": self.executor.client_states, "algorithm": self.algorithm.server_state(),
+            "sampler": sampler_state(self.sampler), "history": self.history, "totals": self.totals,
+            "csv_bytes": csv_bytes})
+
+    # ---- rounds -------------------------------------------------------------------------------
+    def evaluate_round(self, rnd: int) -> float:
+        start = time.perf_counter()
+        for split, data in (("val", self.fed.val), ("test", self.fed.test)):
+            if data is None or len(data) == 0:
+                continue
+            acc, loss = evaluate(self.global_model, data, self.cfg.eval_batch_size)
+            self.history.setdefault(rnd, {})[f"{split}_accuracy"] = acc
+            self.history[rnd][f"{split}_loss"] = loss
+            self.out.add(rnd, split, "accuracy", acc)
+            self.out.add(rnd, split, "loss", loss)
+        seconds = time.perf_counter() - start
+        if self.on_eval is not None:
+            self.on_eval(rnd, {k: v for k, v in self.history.get(rnd, {}).items() if k.startswith("val_")})
+        return seconds
+
+    def loop(self) -> dict:
+        cfg = self.cfg
+        bar = _progress(cfg, self.progress, self.rounds_done)
+        diverged = None
+        for rnd in range(self.rounds_done + 1, cfg.rounds + 1):
+            diverged = self.one_round(rnd, bar)
+            self.rounds_done = rnd
+            if diverged is not None:
+                break
+            every = cfg.execution.checkpoint_every
+            if every and rnd % every == 0 and rnd < cfg.rounds:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        return _summary(self.history, self.totals, self.rounds_done, diverged)
+
+    def one_round(self, rnd: int, bar) -> dict | None:
+        cfg, out, server, algorithm = self.cfg, self.out, self.server, self.algorithm
+        round_start = time.perf_counter()
+        server.timings.clear()
+        server.diagnostics.clear()
+        hook_start = time.perf_counter()
+        algorithm.before_round(rnd, self.global_model, self.global_flat)
+        server_seconds = time.perf_counter() - hook_start
+
+        clients = sample_clients(self.sampler, cfg.partition.clients, cfg.clients_per_round)
+        client_start = time.perf_counter()
+        client_config = algorithm.client_config(rnd)
+        updates = self.executor.train_round(rnd, clients, self.global_flat, algorithm, client_config)
+        client_seconds = time.perf_counter() - client_start
+
+        with torch.no_grad():
+            self.global_flat.copy_(algorithm.aggregate(rnd, self.global_flat, updates))
+        hook_start = time.perf_counter()
+        algorithm.after_aggregate(rnd, self.global_model, self.global_flat, updates)
+        server_seconds += time.perf_counter() - hook_start
+
+        train_loss = sum(u.train_loss for u in updates) / len(updates)
+        samples = sum(u.samples_seen for u in updates)
+        out.add(rnd, "train", "loss", train_loss)
+        out.add(rnd, "train", "samples", samples)
+        out.add(rnd, "train", "clients", len(updates))
+        for metric, value in sorted(server.diagnostics.items()):
+            out.add(rnd, "server", metric, value)
+
+        diverged = None
+        if not (math.isfinite(train_loss) and bool(torch.isfinite(self.global_flat).all())):
+            diverged = {"round": rnd, "reason": "non-finite training loss or global weights"}
+        eval_seconds = 0.0
+        if diverged is None and (rnd % cfg.eval_every == 0 or rnd == cfg.rounds):
+            eval_seconds = self.evaluate_round(rnd)
+        round_seconds = time.perf_counter() - round_start
+        out.add_time(rnd, "round_seconds", round_seconds)
+        out.add_time(rnd, "client_seconds", client_seconds)
+        out.add_time(rnd, "server_seconds", server_seconds)
+        out.add_time(rnd, "eval_seconds", eval_seconds)
+        for part, seconds in sorted(server.timings.items()):
+            out.add_time(rnd, f"server_{part}_seconds", seconds)
+        self.totals["round"] += round_seconds
+        self.totals["client"] += client_seconds
+        self.totals["server"] += server_seconds
+        self.totals["samples"] += samples
+        if bar is not None:
+            last = self.history.get(rnd, {}).get("test_accuracy")
+            bar.set_postfix_str(f"acc={last:.4f} s/round={round_seconds:.2f}" if last is not None
+                                else f"s/round={round_seconds:.2f}")
+            bar.update(1)
+        return diverged
+
+
+def _summary(history: dict, totals: dict, rounds_done: int, diverged) -> dict:
+    evaluated = sorted(history)
+    last = evaluated[-1]
+    final = {"round": last, **{k: history[last].get(k) for k in
+                               ("test_accuracy", "test_loss", "val_accuracy", "val_loss")}}
+    with_val = [r for r in evaluated if r > 0 and "val_accuracy" in history[r]]
+    if with_val:
+        best = max(with_val, key=lambda r: (history[r]["val_accuracy"], -r))
+        best_val = {"round": best, "val_accuracy": history[best]["val_accuracy"],
+                    "test_accuracy": history[best].get("test_accuracy")}
+    else:
+        best_val = None
+    return {
+        "status": "diverged" if diverged else "complete",
+        "diverged": diverged,
+        "rounds_done": rounds_done,
+        "final": final,
+        "best_val": best_val,
+        "timing": {
+            "total_seconds": totals["round"],
+            "mean_round_seconds": totals["round"] / rounds_done,
+            "mean_client_seconds": totals["client"] / rounds_done,
+            "mean_server_seconds": totals["server"] / rounds_done,
+            "client_samples_per_second": totals["samples"] / max(totals["client"], 1e-9),
+        },
+    }
+
+
+def _progress(cfg, enabled: bool, done: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=cfg.rounds, initial=done, desc=f"{cfg.algorithm} {cfg.dataset.name} a={cfg.partition.alpha:g}",
+                unit="round", file=sys.stderr, leave=False, dynamic_ncols=True)

@@ -1,0 +1,102 @@
+"""Run every cell of a suite, skipping finished ones, optionally in several processes.
+
+With ``--jobs N`` each cell runs in its own worker process (spawned, so no torch state is shared) with
+the cell's own thread count; on this 2-core machine two single-thread jobs beat one two-thread job.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from benchmarks.experiments.config import RunConfig, config_from_dict
+from benchmarks.store.rundir import RunDirectory, read_summary, results_root
+from benchmarks.experiments.suites import Suite
+
+
+class SweepError(RuntimeError):
+    """Some cells of a sweep failed; the others finished and are kept."""
+
+
+def _run_cell(config_dict: dict, suite: str, results: str, data_dir, progress: bool) -> str:
+    from benchmarks.engine.runner import run
+    return str(run(config_from_dict(config_dict), suite=suite, results=results, data_dir=data_dir,
+                   progress=progress))
+
+
+def pending_cells(suite: Suite, results: Path) -> list[RunConfig]:
+    return [c for c in suite.cells if not RunDirectory(results, suite.name, c.run_id()).is_complete()]
+
+
+def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress: bool = True) -> list[Path]:
+    """Run the suite's unfinished cells; returns every cell's run directory (finished ones included)."""
+    from tqdm import tqdm
+
+    root = results_root(results)
+    todo = pending_cells(suite, root)
+    done = len(suite.cells) - len(todo)
+    bar = tqdm(total=len(suite.cells), initial=done, desc=f"sweep {suite.name}", unit="run", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    failures = []
+    if jobs <= 1:
+        for cfg in todo:
+            try:
+                _run_cell(cfg.to_dict(), suite.name, str(root), data_dir, progress)
+            except Exception as exc:  # a failed cell must not stop the others
+                failures.append((cfg.run_id(), exc))
+            bar.update(1)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_run_cell, cfg.to_dict(), suite.name, str(root), data_dir, False): cfg
+                       for cfg in todo}
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                except Exception as exc:  # a failed cell must not stop the others
+                    failures.append((futures[future].run_id(), exc))
+                bar.update(1)
+    bar.close()
+    for run_id, exc in failures:
+        print(f"run {run_id} failed: {exc}", file=sys.stderr)
+    if failures:
+        raise SweepError(f"sweep {suite.name}: {len(failures)} of {len(todo)} runs failed (listed above); "
+                         "finished runs are kept, run the sweep again to retry the rest")
+    return [RunDirectory(root, suite.name, c.run_id()).final for c in suite.cells]
+
+
+def summary_table(run_dirs: list[Path]) -> str:
+    """Final test accuracy (%) per algorithm x (dataset, alpha), mean over seeds, plus s/round."""
+    cells: dict[tuple, list[float]] = {}
+    speed: dict[str, list[float]] = {}
+    columns: list[tuple] = []
+    algos: list[str] = []
+    for d in run_dirs:
+        if not (d / "summary.json").is_file():
+            continue
+        s = read_summary(d)
+        cfg = s["config"]
+        col = (cfg["dataset"]["name"], cfg["partition"]["alpha"])
+        algo = cfg["algorithm"]
+        if col not in columns:
+            columns.append(col)
+        if algo not in algos:
+            algos.append(algo)
+        acc = s["final"]["test_accuracy"]
+        cells.setdefault((algo, col), []).append(float("nan") if acc is None else acc)
+        speed.setdefault(algo, []).append(s["timing"]["mean_round_seconds"])
+    columns.sort()
+    header = ["algorithm"] + [f"{ds} a={a:g}" for ds, a in columns] + ["s/round"]
+    rows = [header]
+    for algo in algos:
+        row = [algo]
+        for col in columns:
+            vals = cells.get((algo, col))
+            row.append(f"{100 * sum(vals) / len(vals):.2f}" if vals else "-")
+        row.append(f"{sum(speed[algo]) / len(speed[algo]):.2f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

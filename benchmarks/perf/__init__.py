@@ -1,0 +1,1 @@
+"""Speed measurements (executors, training-step options, DynaFed synthesis) that print numbers."""

@@ -1,0 +1,181 @@
+"""Run directories: written under a temporary name, renamed into place when complete.
+
+A directory named by a run id is therefore always whole, and a sweep can skip it. The format is
+documented in ``results/README.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = 1
+
+
+class ResultsError(RuntimeError):
+    """The results folder cannot be written; the message says which path and why."""
+
+
+def results_root(explicit: str | Path | None = None) -> Path:
+    """``--results DIR``, else ``$HETBENCH_RESULTS``, else ``results/`` under the repository."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("HETBENCH_RESULTS")
+    return Path(env) if env else REPO_ROOT / "results"
+
+
+def fmt(value) -> str:
+    return repr(float(value))
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10)
+        rev = head.stdout.strip() if head.returncode == 0 else ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("-dirty" if dirty else "")
+
+
+class RunDirectory:
+    """One run's output folder under ``<root>/<suite>/``.
+
+    While running, the folder is ``.tmp-<run_id>`` with an ``owner.pid`` file: a later process resumes
+    it from its checkpoint when the owner is gone, and refuses to touch it while the owner lives.
+    """
+
+    def __init__(self, root: Path, suite: str, run_id: str):
+        self.suite_dir = Path(root) / suite
+        self.run_id = run_id
+        self.final = self.suite_dir / run_id
+        self.tmp = self.suite_dir / f".tmp-{run_id}"
+        self._rounds = None
+        self._timings = None
+
+    def is_complete(self) -> bool:
+        return (self.final / "summary.json").is_file()
+
+    def open(self, config: dict, resume_bytes: tuple[int, int] | None = None) -> None:
+        """Create (or, with ``resume_bytes``, reopen and cut back) the temporary folder's files."""
+        try:
+            self.suite_dir.mkdir(parents=True, exist_ok=True)
+            self._claim()
+            if resume_bytes is None:
+                for child in self.tmp.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child)
+                    elif child.name != "owner.pid":
+                        child.unlink()
+                _write_json(self.tmp / "config.json", config)
+                self._rounds = open(self.tmp / "rounds.csv", "w", newline="")
+                self._timings = open(self.tmp / "timings.csv", "w", newline="")
+                self._rounds.write("round,split,metric,value\n")
+                self._timings.write("round,split,metric,value\n")
+            else:
+                self._rounds = _reopen_truncated(self.tmp / "rounds.csv", resume_bytes[0])
+                self._timings = _reopen_truncated(self.tmp / "timings.csv", resume_bytes[1])
+        except OSError as exc:
+            raise ResultsError(f"results: cannot write under {self.suite_dir} ({exc.strerror or exc})") from None
+
+    def _claim(self) -> None:
+        owner = self.tmp / "owner.pid"
+        if owner.is_file():
+            pid = owner.read_text().strip()
+            if pid != str(os.getpid()) and _pid_alive(pid):
+                raise ResultsError(f"results: {self.tmp} is being written by running process {pid}")
+        self.tmp.mkdir(exist_ok=True)
+        owner.write_text(str(os.getpid()))
+
+    def add(self, rnd: int, split: str, metric: str, value) -> None:
+        self._write(self._rounds, f"{rnd},{split},{metric},{fmt(value)}\n")
+
+    def add_time(self, rnd: int, metric: str, seconds: float) -> None:
+        self._write(self._timings, f"{rnd},time,{metric},{fmt(seconds)}\n")
+
+    def _write(self, fh, line: str) -> None:
+        try:
+            fh.write(line)
+        except OSError as exc:
+            raise ResultsError(f"results: cannot write {fh.name} ({exc.strerror or exc})") from None
+
+    def flush(self) -> tuple[int, int]:
+        """Flush both CSV files to disk; returns their sizes in bytes (for a checkpoint)."""
+        try:
+            for fh in (self._rounds, self._timings):
+                fh.flush()
+                os.fsync(fh.fileno())
+            return self._rounds.tell(), self._timings.tell()
+        except OSError as exc:
+            raise ResultsError(f"results: cannot write under {self.tmp} ({exc.strerror or exc})") from None
+
+    def finish(self, summary: dict) -> Path:
+        """Write summary.json and move the folder into place; returns the final path."""
+        try:
+            self.flush()
+            self._close()
+            for leftover in ("checkpoint.pt", "owner.pid"):
+                (self.tmp / leftover).unlink(missing_ok=True)
+            summary = {"schema": SCHEMA, **summary}
+            _write_json(self.tmp / "summary.json", summary)
+            if self.final.exists():
+                # Another process finished the same config first; its result is equally valid.
+                shutil.rmtree(self.tmp)
+            else:
+                os.replace(self.tmp, self.final)
+        except OSError as exc:
+            raise ResultsError(f"results: cannot finish {self.final} ({exc.strerror or exc})") from None
+        return self.final
+
+    def abandon(self) -> None:
+        """Close files but keep the temporary folder: its checkpoint lets a later run resume, and
+        reports list it as unfinished."""
+        self._close()
+        (self.tmp / "owner.pid").unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        for fh in (self._rounds, self._timings):
+            if fh is not None and not fh.closed:
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+
+
+def _reopen_truncated(path: Path, size: int):
+    fh = open(path, "r+", newline="")
+    fh.truncate(size)
+    fh.seek(size)
+    return fh
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".part")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_summary(run_dir: Path) -> dict:
+    with open(Path(run_dir) / "summary.json") as fh:
+        return json.load(fh)
