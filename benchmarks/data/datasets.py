@@ -34,9 +34,6 @@ from PIL import Image
 
 from . import download as dl  # aliased: `download` is also load_dataset's flag
 
-DATASET_NAMES = ("fmnist", "cifar10", "cifar100", "synthetic")
-REAL_DATASETS = ("fmnist", "cifar10", "cifar100")
-
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _SHARED_DATA = _REPO_ROOT.parent / "shared" / "data"
 
@@ -47,8 +44,6 @@ SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "cifar100": (_SHARED_DATA,),
 }
 
-_TITLES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-_NUM_CLASSES = {"fmnist": 10, "cifar10": 10, "cifar100": 100}
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
@@ -59,7 +54,6 @@ _FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 # Normalisation statistics as in the DynaFed official code. DynaFed normalises CIFAR-100 with the
 # CIFAR-10 statistics too, so we reuse them for both rather than "fixing" it, to stay comparable.
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-_STATS = {"fmnist": ((0.1307,), (0.3081,)), "cifar10": _CIFAR10_STATS, "cifar100": _CIFAR10_STATS}
 
 
 class DatasetFacts(NamedTuple):
@@ -70,12 +64,39 @@ class DatasetFacts(NamedTuple):
     test_size: int
 
 
-DATASET_FACTS = {
-    "fmnist": DatasetFacts((1, 28, 28), 10, 60_000, 10_000),
-    "cifar10": DatasetFacts((3, 32, 32), 10, 50_000, 10_000),
-    "cifar100": DatasetFacts((3, 32, 32), 100, 50_000, 10_000),
-    "synthetic": DatasetFacts((1, 16, 16), 10, 1200, 400),  # make_synthetic's defaults
-}
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: its title in tables, its facts, its normalisation, whether it is read from
+    files (the synthetic one is generated in memory)."""
+    title: str
+    facts: DatasetFacts
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    from_files: bool = True
+
+
+# The dataset registry: every other module (config choices, estimates, reports' titles through
+# summary.json) reads names and facts from here, so a new dataset is an entry here plus its parser.
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, info: DatasetInfo) -> None:
+    if name in DATASETS and DATASETS[name] != info:
+        raise RuntimeError(f"dataset {name!r} registered twice")
+    DATASETS[name] = info
+
+
+register_dataset("fmnist", DatasetInfo("Fashion-MNIST", DatasetFacts((1, 28, 28), 10, 60_000, 10_000),
+                                       (0.1307,), (0.3081,)))
+register_dataset("cifar10", DatasetInfo("CIFAR-10", DatasetFacts((3, 32, 32), 10, 50_000, 10_000), *_CIFAR10_STATS))
+register_dataset("cifar100", DatasetInfo("CIFAR-100", DatasetFacts((3, 32, 32), 100, 50_000, 10_000),
+                                         *_CIFAR10_STATS))
+# make_synthetic's defaults; its statistics are computed from the generated pixels.
+register_dataset("synthetic", DatasetInfo("synthetic", DatasetFacts((1, 16, 16), 10, 1200, 400), from_files=False))
+
+DATASET_NAMES = tuple(DATASETS)
+REAL_DATASETS = tuple(name for name, info in DATASETS.items() if info.from_files)
+DATASET_FACTS = {name: info.facts for name, info in DATASETS.items()}
 
 
 class DatasetError(Exception):
@@ -254,7 +275,7 @@ def _how_to_get(name: str, data_dir: Path) -> str:
 
 def _download(name: str, data_dir: Path, allowed: bool | None) -> _Source:
     places = ", ".join(str(d) for d in (data_dir, *SYSTEM_DIRS[name]))
-    missing = f"{_TITLES[name]} not found (looked in {places})"
+    missing = f"{DATASETS[name].title} not found (looked in {places})"
     if allowed is None:
         allowed = os.environ.get("HETBENCH_OFFLINE", "") in ("", "0")
     if not allowed:
@@ -277,7 +298,7 @@ def _files_to_download(name: str, data_dir: Path) -> list[str]:
 
 def _parse(name: str, source: _Source) -> tuple[list[dict], _Parsed]:
     """Verify and decode a source; also return the fingerprints of its files for the cache."""
-    _say(f"reading {_TITLES[name]} from {source.location} (the cache makes later loads fast)")
+    _say(f"reading {DATASETS[name].title} from {source.location} (the cache makes later loads fast)")
     fingerprints = [_fingerprint(f) for f in source.files]
     try:
         for f in source.files:
@@ -290,7 +311,7 @@ def _parse(name: str, source: _Source) -> tuple[list[dict], _Parsed]:
         parsed = _parse_cifar_archive(name, source.files[0])
     else:
         parsed = _parse_webp_bundle(name, source.files[0])
-    return fingerprints, _validated(parsed, _NUM_CLASSES[name], source.location)
+    return fingerprints, _validated(parsed, DATASETS[name].facts.num_classes, source.location)
 
 
 def _validated(p: _Parsed, num_classes: int, where: str) -> _Parsed:
@@ -373,7 +394,7 @@ def _parse_cifar_archive(name: str, path: Path) -> _Parsed:
         raise DatasetError(f"{path}: cannot read the archive ({type(e).__name__}: {e})") from None
     absent = sorted(wanted - members.keys())
     if absent:
-        raise DatasetError(f"{path}: not a {_TITLES[name]} python archive (missing {', '.join(absent)})")
+        raise DatasetError(f"{path}: not a {DATASETS[name].title} python archive (missing {', '.join(absent)})")
     try:
         train_x, train_y = _stack_batches([members[m] for m in train_parts], label_key)
         test_x, test_y = _stack_batches([members[m] for m in test_parts], label_key)
@@ -414,14 +435,14 @@ def _parse_webp_bundle(name: str, path: Path) -> _Parsed:
             absent = sorted({"n_train", "n_test", "train_webp", "test_webp", "train_offsets", "test_offsets",
                              "sha256_x_train", "sha256_x_test", "y_train", "y_test", names_key} - set(z.files))
             if absent:
-                raise DatasetError(f"{path}: not a {_TITLES[name]} WebP bundle (missing {', '.join(absent)})")
+                raise DatasetError(f"{path}: not a {DATASETS[name].title} WebP bundle (missing {', '.join(absent)})")
             train_x, test_x = (_decode_split(z, split, path) for split in ("train", "test"))
             train_y, test_y = z["y_train"].astype(np.int64), z["y_test"].astype(np.int64)
             classes = tuple(str(c) for c in z[names_key])
             approx = [len(z[k]) if k in z.files else 0 for k in ("approx_jpeg_train_idx", "approx_jpeg_test_idx")]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DatasetError(f"{path}: cannot read the bundle ({type(e).__name__}: {e})") from None
-    notes = f"{_TITLES[name]} from the WebP bundle {path.name}"
+    notes = f"{DATASETS[name].title} from the WebP bundle {path.name}"
     if sum(approx):
         notes += (f": {sum(approx)} images ({approx[0]} train, {approx[1]} test) recovered from JPEG copies, "
                   "not bit-exact")
@@ -454,7 +475,7 @@ def _sha256(arr: np.ndarray) -> str:
 
 
 def _to_dataset(name: str, p: _Parsed, source: _Source) -> Dataset:
-    mean, std = _STATS[name]
+    mean, std = DATASETS[name].mean, DATASETS[name].std
     return Dataset(name, torch.from_numpy(p.train_x), torch.from_numpy(p.train_y),
                    torch.from_numpy(p.test_x), torch.from_numpy(p.test_y),
                    classes=p.classes, mean=mean, std=std, source=source.location, notes=p.notes)

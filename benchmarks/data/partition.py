@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "balanced_dirichlet", "shards", "quantity")
+# The partition-scheme registry (filled below by ``@scheme``): config choices come from it, so a new
+# scheme is one decorated function in this module.
+SCHEME_DRAWERS: dict = {}
 QUANTITY_SIZES = ("lognormal", "dirichlet")
 
 MAX_DRAWS = 100
@@ -171,19 +173,56 @@ def plot_partition(stats: dict, path, title: str = "") -> None:
 # Schemes: each returns draw(rng) -> owner array (client id per position).
 
 
-def _scheme_drawer(labels, n_clients, scheme, alpha, classes_per_client, quantity_sizes,
+def scheme(name: str):
+    """Register a scheme: a function (labels, n_clients, Knobs) -> draw(rng) -> owner array, which checks
+    the knobs it uses before returning."""
+    def wrap(fn):
+        SCHEME_DRAWERS[name] = fn
+        return fn
+    return wrap
+
+
+@dataclass(frozen=True)
+class Knobs:
+    alpha: float
+    classes_per_client: int
+    quantity_sizes: str
+    quantity_sigma: float
+    min_size: int
+
+
+def _scheme_drawer(labels, n_clients, scheme_name, alpha, classes_per_client, quantity_sizes,
                    quantity_sigma, min_size):
-    if scheme == "iid":
-        return lambda rng: _iid_owner(len(labels), n_clients, rng)
-    if scheme == "dirichlet":
-        _check_alpha(alpha)
-        return lambda rng: _dirichlet_owner(labels, n_clients, alpha, rng)
-    if scheme == "balanced_dirichlet":
-        _check_alpha(alpha)
-        return lambda rng: _balanced_dirichlet_owner(labels, n_clients, alpha, rng)
-    if scheme == "shards":
-        _check_shards(labels, n_clients, classes_per_client)
-        return lambda rng: _shards_owner(labels, n_clients, classes_per_client, rng)
+    knobs = Knobs(alpha, classes_per_client, quantity_sizes, quantity_sigma, min_size)
+    return SCHEME_DRAWERS[scheme_name](labels, n_clients, knobs)
+
+
+@scheme("iid")
+def _iid(labels, n_clients, k: Knobs):
+    return lambda rng: _iid_owner(len(labels), n_clients, rng)
+
+
+@scheme("dirichlet")
+def _dirichlet(labels, n_clients, k: Knobs):
+    _check_alpha(k.alpha)
+    return lambda rng: _dirichlet_owner(labels, n_clients, k.alpha, rng)
+
+
+@scheme("balanced_dirichlet")
+def _balanced_dirichlet(labels, n_clients, k: Knobs):
+    _check_alpha(k.alpha)
+    return lambda rng: _balanced_dirichlet_owner(labels, n_clients, k.alpha, rng)
+
+
+@scheme("shards")
+def _shards(labels, n_clients, k: Knobs):
+    _check_shards(labels, n_clients, k.classes_per_client)
+    return lambda rng: _shards_owner(labels, n_clients, k.classes_per_client, rng)
+
+
+@scheme("quantity")
+def _quantity(labels, n_clients, k: Knobs):
+    alpha, quantity_sizes, quantity_sigma, min_size = k.alpha, k.quantity_sizes, k.quantity_sigma, k.min_size
     if quantity_sizes not in QUANTITY_SIZES:
         _fail("quantity_sizes", quantity_sizes, f"is not one of {', '.join(QUANTITY_SIZES)}")
     if quantity_sizes == "dirichlet":
@@ -415,3 +454,6 @@ def _check_shards(labels, n_clients, k):
         _fail("classes_per_client", k,
               f"x {n_clients} clients cannot cover all {n_present} classes; every sample needs"
               " an owner, so raise classes_per_client or n_clients")
+
+
+SCHEMES = tuple(SCHEME_DRAWERS)

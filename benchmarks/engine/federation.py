@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from benchmarks.engine.api import TensorData
-from benchmarks.data.datasets import Dataset, load_dataset
+from benchmarks.data.datasets import DATASETS, Dataset, load_dataset
 from benchmarks.data.partition import partition, partition_stats, server_splits
 from benchmarks.core.seeding import derive_seed
 from benchmarks.core.typed import ConfigError
@@ -40,7 +40,8 @@ class Federation:
         return tuple(self.dataset.train_x.shape[1:])
 
     def describe(self) -> dict:
-        return {"name": self.dataset.name, "source": self.dataset.source, "notes": self.dataset.notes,
+        return {"name": self.dataset.name, "title": DATASETS[self.dataset.name].title,
+                "source": self.dataset.source, "notes": self.dataset.notes,
                 "n_client_pool": int(sum(len(i) for i in self.client_indices)), "n_val": len(self.val),
                 "n_proxy": 0 if self.proxy is None else len(self.proxy),
                 "n_test": 0 if self.test is None else len(self.test),

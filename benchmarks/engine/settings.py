@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.core.typed import ConfigError, SearchRange, setting, to_dict
+from benchmarks.data.datasets import DATASET_NAMES, REAL_DATASETS
+from benchmarks.data.partition import SCHEMES
+from benchmarks.models import MODEL_NAMES
 
-DATASET_CHOICES = ("fmnist", "cifar10", "cifar100", "synthetic")
-SCHEME_CHOICES = ("iid", "dirichlet", "balanced_dirichlet", "shards", "quantity")
-MODEL_CHOICES = ("convnet", "cnn", "resnet18")
+# Choices come from the registries, so a new dataset, scheme or model is declared in one module.
+DATASET_CHOICES = DATASET_NAMES
+SCHEME_CHOICES = SCHEMES
+MODEL_CHOICES = MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class DatasetConfig:
                                                            "the training set before partitioning")
     proxy_fraction: float = setting(0.05, ge=0.0, lt=1.0, doc="unlabelled server proxy split (FedDF), carved "
                                                              "from the training set before partitioning")
-    proxy_source: str = setting("train", choices=("train",) + DATASET_CHOICES[:3],
+    proxy_source: str = setting("train", choices=("train",) + REAL_DATASETS,
                                 doc="'train' = the held-out proxy slice; a dataset name = that dataset's "
                                     "training images (e.g. cifar100 for cifar10). The test set is never allowed")
 

@@ -7,11 +7,12 @@ and DynaFed's trajectory of ``parameters()`` is the whole model, as in the offic
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-MODEL_NAMES = ("convnet", "cnn", "resnet18")
 
 
 class AvgPool2(nn.Module):
@@ -141,12 +142,25 @@ class ResNet18GN(nn.Module):
         return self.head(self.features(x))
 
 
+# The model registry: name -> builder(in_shape, num_classes, width, depth). Config choices come from it,
+# so a new architecture is a class and one registration here.
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
+    if name in MODELS and MODELS[name] is not builder:
+        raise RuntimeError(f"model {name!r} registered twice")
+    MODELS[name] = builder
+
+
+register_model("convnet", lambda shape, classes, width, depth: ConvNet(shape, classes, width=width, depth=depth))
+register_model("cnn", lambda shape, classes, width, depth: FedAvgCNN(shape, classes, width=width))
+register_model("resnet18", lambda shape, classes, width, depth: ResNet18GN(shape, classes, width=width))
+MODEL_NAMES = tuple(MODELS)
+
+
 def build_model(name: str, in_shape: tuple[int, int, int], num_classes: int, width: int, depth: int) -> nn.Module:
     """Build a model by config name; ``width`` is the conv width (channels of the first stage)."""
-    if name == "convnet":
-        return ConvNet(in_shape, num_classes, width=width, depth=depth)
-    if name == "cnn":
-        return FedAvgCNN(in_shape, num_classes, width=width)
-    if name == "resnet18":
-        return ResNet18GN(in_shape, num_classes, width=width)
-    raise ValueError(f"model.name: {name!r} is not one of {', '.join(MODEL_NAMES)}")
+    if name not in MODELS:
+        raise ValueError(f"model.name: {name!r} is not one of {', '.join(MODELS)}")
+    return MODELS[name](in_shape, num_classes, width, depth)
