@@ -6,13 +6,13 @@ Only the standard library is used: reading results must never pull in torch.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.store.rundir import SCHEMA
+from benchmarks.core.dotted import flatten, has_dotted
+from benchmarks.store.schema import (CONFIG_FILE, ROUNDS_FILE, SCHEMA, SUMMARY_FILE, TIMINGS_FILE, SchemaError,
+                                     algorithm_title, curve, dataset_title, read_json, read_long_csv)
 
 # Dotted paths a summary must have for every table and figure of the report to be built from it.
 REQUIRED_KEYS = (
@@ -66,6 +66,7 @@ def load_suite(suite_dir: Path) -> SuiteRuns:
     for path in sorted(p for p in Path(suite_dir).iterdir() if p.is_dir()):
         item = load_run(path)
         (out.excluded if isinstance(item, Excluded) else out.runs).append(item)
+    remember_titles(out.runs)
     ambiguous = _ambiguous_seeds(out.runs)
     out.excluded = sorted(out.excluded + list(ambiguous.values()), key=lambda e: e.name)
     out.runs = [r for r in out.runs if r.name not in ambiguous]
@@ -73,14 +74,14 @@ def load_suite(suite_dir: Path) -> SuiteRuns:
 
 
 def load_run(path: Path) -> Run | Excluded:
-    config = _read_json(path / "config.json")
+    config = _read_json(path / CONFIG_FILE)
     algorithm, setting = _identity(config) if isinstance(config, dict) else (None, None)
     if path.name.startswith(".tmp-"):
         return Excluded(path.name, "unfinished: temporary folder of a crashed or still running run",
                         algorithm, setting)
-    if not (path / "summary.json").is_file():
+    if not (path / SUMMARY_FILE).is_file():
         return Excluded(path.name, "unfinished: no summary.json", algorithm, setting)
-    summary = _read_json(path / "summary.json")
+    summary = _read_json(path / SUMMARY_FILE)
     if not isinstance(summary, dict):
         return Excluded(path.name, f"unreadable summary.json ({summary})", algorithm, setting)
     problem = _schema_problem(summary)
@@ -90,12 +91,27 @@ def load_run(path: Path) -> Run | Excluded:
     divergence = _divergence(summary)
     if divergence:
         return Excluded(path.name, divergence, algorithm, setting, diverged=True)
-    missing = [name for name in ("rounds.csv", "timings.csv") if not (path / name).is_file()]
+    missing = [name for name in (ROUNDS_FILE, TIMINGS_FILE) if not (path / name).is_file()]
     if missing:
         return Excluded(path.name, f"missing {', '.join(missing)}", algorithm, setting)
+    try:
+        rounds, timings = read_long_csv(path / ROUNDS_FILE), read_long_csv(path / TIMINGS_FILE)
+    except (SchemaError, OSError) as exc:
+        return Excluded(path.name, f"damaged results file: {exc}", algorithm, setting)
     return Run(name=path.name, algorithm=algorithm, setting=setting, seed=int(summary["seed"]),
-               summary=summary, test_curve=_test_curve(path / "rounds.csv"),
-               seconds_per_round=_seconds_per_round(path / "timings.csv"))
+               summary=summary, test_curve=curve(rounds, "test", "accuracy"),
+               seconds_per_round=_seconds_per_round(timings))
+
+
+# Titles as the runs recorded them (``algorithm_title``, ``dataset.title`` in summary.json): the report
+# names what the registries named, without importing them.
+TITLES: dict[str, str] = {}
+
+
+def remember_titles(runs: list[Run]) -> None:
+    for run in runs:
+        TITLES[f"algorithm:{run.algorithm}"] = algorithm_title(run.summary)
+        TITLES[f"dataset:{run.setting.dataset}"] = dataset_title(run.summary)
 
 
 def _ambiguous_seeds(runs: list[Run]) -> dict[str, Excluded]:
@@ -109,22 +125,12 @@ def _ambiguous_seeds(runs: list[Run]) -> dict[str, Excluded]:
     for (algorithm, setting, seed), group in groups.items():
         if len(group) < 2:
             continue
-        configs = [_flatten(r.summary["config"]) for r in group]
+        configs = [flatten(r.summary["config"]) for r in group]
         differ = sorted(k for k in set().union(*configs) if len({repr(c.get(k)) for c in configs}) > 1)
         reason = (f"{len(group)} runs of seed {seed} for this algorithm and setting, with configs that differ in "
                   f"{', '.join(differ) or 'nothing'}; remove the stale ones")
         out.update({r.name: Excluded(r.name, reason, algorithm, setting) for r in group})
     return out
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def is_finite(value) -> bool:
@@ -144,7 +150,7 @@ def _identity(config: dict) -> tuple[str | None, Setting | None]:
 def _schema_problem(summary: dict) -> str | None:
     if summary.get("schema") != SCHEMA:
         return f"older results format: schema {summary.get('schema')!r}, current {SCHEMA}"
-    missing = [key for key in REQUIRED_KEYS if not _has(summary, key)]
+    missing = [key for key in REQUIRED_KEYS if not has_dotted(summary, key)]
     return f"summary.json lacks {', '.join(missing)}" if missing else None
 
 
@@ -159,45 +165,23 @@ def _divergence(summary: dict) -> str | None:
     return None
 
 
-def _has(data: dict, dotted: str) -> bool:
-    for key in dotted.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return False
-        data = data[key]
-    return True
-
-
 def _read_json(path: Path):
     """The parsed file, or a short error text (the caller decides whether that matters)."""
     try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return read_json(path)
+    except SchemaError as exc:
+        return str(exc).split(": ", 1)[-1]
 
 
-def _long_rows(path: Path):
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            yield int(row["round"]), row["split"], row["metric"], float(row["value"])
-
-
-def _test_curve(path: Path) -> dict[int, float]:
-    return {rnd: value for rnd, split, metric, value in _long_rows(path)
-            if split == "test" and metric == "accuracy"}
-
-
-def _seconds_per_round(path: Path) -> dict[str, float]:
+def _seconds_per_round(rows) -> dict[str, float]:
     """Each timed quantity summed over the run and divided by its rounds.
 
     A named server part that only some rounds time (say, a synthesis every k rounds) thereby counts
     as zero in the others, which is what its cost per round really is.
     """
     totals: dict[str, float] = {}
-    rounds = set()
-    for rnd, _split, metric, value in _long_rows(path):
-        rounds.add(rnd)
-        totals[metric] = totals.get(metric, 0.0) + value
-    return {metric: total / len(rounds) for metric, total in sorted(totals.items())}
+    rounds: set[int] = set()
+    for row in rows:
+        rounds.add(row.round)
+        totals[row.metric] = totals.get(row.metric, 0.0) + row.value
+    return {metric: total / len(rounds) for metric, total in sorted(totals.items())} if rounds else {}

@@ -2,19 +2,16 @@
 
 One fixed order (the DynaFed paper's, then alphabetical for anything else) keeps rows, columns and
 figure styles stable across reports, so two reports can be compared by eye and rebuilt bit for bit.
+Titles come from the runs themselves (each summary.json records its algorithm's and dataset's title,
+as the registries declare them), so a new algorithm or dataset needs nothing here.
 """
 from __future__ import annotations
 
-from reports.load import Setting
+from reports.load import TITLES, Setting
 
-ALGORITHMS = {
-    "fedavg": "FedAvg", "fedprox": "FedProx", "scaffold": "SCAFFOLD", "feddf": "FedDF", "fedbe": "FedBE",
-    "abavg": "ABAvg", "fedgen": "FedGen", "fedmix": "FedMix", "dynafed": "DynaFed",
-}
-DATASETS = {
-    "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cinic10": "CINIC-10", "cifar100": "CIFAR-100",
-    "synthetic": "synthetic",
-}
+# The DynaFed paper's row and column order; names not listed sort after these, alphabetically.
+ALGORITHMS = ("fedavg", "fedprox", "scaffold", "feddf", "fedbe", "abavg", "fedgen", "fedmix", "dynafed")
+DATASETS = ("fmnist", "cifar10", "cinic10", "cifar100", "synthetic")
 SCHEMES = {
     "balanced_dirichlet": "balanced Dir.", "dirichlet": "Dir.", "quantity": "quantity", "shards": "shards",
     "iid": "IID",
@@ -22,7 +19,11 @@ SCHEMES = {
 
 
 def algorithm_title(name: str) -> str:
-    return ALGORITHMS.get(name, name)
+    return TITLES.get(f"algorithm:{name}", name)
+
+
+def dataset_title(name: str) -> str:
+    return TITLES.get(f"dataset:{name}", name)
 
 
 def algorithm_order(names) -> list[str]:
@@ -49,7 +50,7 @@ def setting_slug(setting: Setting) -> str:
 
 
 def _label(setting: Setting, show_scheme: bool) -> str:
-    data = DATASETS.get(setting.dataset, setting.dataset)
+    data = dataset_title(setting.dataset)
     if setting.scheme == "iid":
         return f"{data} IID"
     knob = f"k={setting.level:g}" if setting.scheme == "shards" else f"α={setting.level:g}"

@@ -90,6 +90,37 @@ def cost_table(suite: SuiteRuns) -> Table:
     return Table("cost_table", "Cost", caption, header, rows, label_columns=2, empty_text="No finished runs.")
 
 
+def settings_table(suite: SuiteRuns) -> Table:
+    """Per cell (algorithm x setting): its seeds, the algorithm's hyperparameters and the executor that
+    trained the clients, as the runs' summaries recorded them; a cell whose runs disagree lists each value."""
+    labels = setting_labels(r.setting for r in suite.runs)
+    rows = []
+    for setting in setting_order(labels):
+        for algorithm in algorithm_order(r.algorithm for r in suite.runs if r.setting == setting):
+            runs = _cell_runs(suite, algorithm, setting)
+            hparams = sorted({_hyperparameters(r) for r in runs})
+            executors = sorted({_executor(r) for r in runs})
+            rows.append([Cell(algorithm_title(algorithm)), Cell(labels[setting]),
+                         Cell(", ".join(str(s) for s in sorted({r.seed for r in runs}))),
+                         Cell(" | ".join(hparams) or "–"), Cell(" | ".join(executors))])
+    return Table("cell_settings", "Hyperparameters and executor per cell",
+                 "Each cell's algorithm hyperparameters (as run, from summary.json) and the client executor that "
+                 "trained it (a vectorised run that fell back to sequential says so).",
+                 ["Algorithm", "Setting", "Seeds", "Hyperparameters", "Executor"], rows, label_columns=5,
+                 empty_text="No finished runs.")
+
+
+def _hyperparameters(run: Run) -> str:
+    table = run.summary["config"].get("algorithms", {}).get(run.algorithm, {})
+    return ", ".join(f"{key}={value}" for key, value in sorted(table.items()))
+
+
+def _executor(run: Run) -> str:
+    execution = run.summary.get("execution") or {}
+    name = execution.get("executor", "not recorded")
+    return f"{name} (fell back: {execution['executor_fallback']})" if execution.get("executor_fallback") else name
+
+
 def excluded_table(suite: SuiteRuns) -> Table:
     labels = setting_labels(e.setting for e in suite.excluded if e.setting)
     rows = [[Cell(e.name), Cell(algorithm_title(e.algorithm) if e.algorithm else "?"),

@@ -22,6 +22,9 @@ from reports.figures import line_style
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "reports"
 SUITE = "golden"
+# What the registries declare, as the runner records it in summary.json.
+TITLES = {"fedavg": "FedAvg", "fedprox": "FedProx", "feddf": "FedDF", "fedgen": "FedGen", "dynafed": "DynaFed",
+          "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 DEVIATIONS = ["partition.clients=4 (paper 80)", "rounds=3 (paper 200)"]
 
 
@@ -60,6 +63,9 @@ def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed:
         "timing": {"total_seconds": (1.0 + seed) * last}, "paper_deviations": list(deviations),
         "diverged": {"round": last, "reason": "non-finite training loss"} if status == "diverged" else None,
         "artifacts": list(artifacts),
+        "algorithm_title": TITLES.get(algorithm, algorithm),
+        "dataset": {"title": TITLES.get(config["dataset"]["name"], config["dataset"]["name"])},
+        "execution": {"threads": 1, "checkpoint_every": 10, "executor": "sequential", "executor_fallback": None},
     }
     for key in drop:
         summary.pop(key, None)
@@ -103,7 +109,7 @@ def built(tmp_path_factory):
     return root, out
 
 
-@pytest.mark.parametrize("name", ["main_table.md", "main_table.tex", "best_val_table.md", "paper_comparison.md",
+@pytest.mark.parametrize("name", ["main_table.md", "cell_settings.md", "main_table.tex", "best_val_table.md", "paper_comparison.md",
                                   "paper_comparison.tex", "cost_table.md", "excluded_runs.md"])
 def test_tables_match_golden(built, name):
     text = (built[1] / name).read_text(encoding="utf-8")
@@ -155,7 +161,7 @@ def _index_links(out: Path) -> _Links:
 def test_index_links_every_output_and_every_link_resolves(built):
     root, out = built
     parser = _index_links(out)
-    assert parser.sections == ["main", "best-val", "paper", "cost", "curves", "partitions", "synthetic", "tuned",
+    assert parser.sections == ["main", "best-val", "paper", "cost", "cell-settings", "curves", "partitions", "synthetic", "tuned",
                                "excluded"]
     assert all((out / target).is_file() for target in parser.targets), parser.targets
     linked = set(parser.targets)

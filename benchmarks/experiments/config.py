@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import algorithms
+from benchmarks.core import dotted
 from benchmarks.core.typed import ConfigError, build
 from benchmarks.engine.api import get_algorithm
 from benchmarks.engine.settings import (EXECUTION_KEYS, ClientConfig, ExecutionConfig, RunConfig,  # noqa: F401
@@ -68,14 +69,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: {part!r} is a value, not a table")
-        node = child
-    node[parts[-1]] = value
+    dotted.set_dotted(data, key, value, error=ConfigError)
 
 
 def read_toml(path: str | Path, option: str = "--config") -> dict:
@@ -134,12 +128,10 @@ def read_set_file(path: str | Path) -> SetFile:
 
 
 def _dotted_value(values: dict, key: str, path: Path) -> Any:
-    node: Any = values
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"--set-file: {path}: scope key {key!r} is not a config setting")
-        node = node[part]
-    return node
+    try:
+        return dotted.get_dotted(values, key)
+    except KeyError:
+        raise ConfigError(f"--set-file: {path}: scope key {key!r} is not a config setting") from None
 
 
 def apply_set_files(data: dict, set_files: list[SetFile], overrides: list[str]) -> tuple[dict, list[SetFile]]:

@@ -11,7 +11,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from benchmarks.experiments.config import RunConfig, config_from_dict
-from benchmarks.store.rundir import RunDirectory, read_summary, results_root
+from benchmarks.store.rundir import RunDirectory, results_root
+from benchmarks.store.schema import is_complete, read_summary, summary_value
 from benchmarks.experiments.suites import Suite
 
 
@@ -73,19 +74,18 @@ def summary_table(run_dirs: list[Path]) -> str:
     columns: list[tuple] = []
     algos: list[str] = []
     for d in run_dirs:
-        if not (d / "summary.json").is_file():
+        if not is_complete(d):
             continue
         s = read_summary(d)
-        cfg = s["config"]
-        col = (cfg["dataset"]["name"], cfg["partition"]["alpha"])
-        algo = cfg["algorithm"]
+        col = (summary_value(s, "config.dataset.name"), summary_value(s, "config.partition.alpha"))
+        algo = summary_value(s, "config.algorithm")
         if col not in columns:
             columns.append(col)
         if algo not in algos:
             algos.append(algo)
-        acc = s["final"]["test_accuracy"]
+        acc = summary_value(s, "final.test_accuracy")
         cells.setdefault((algo, col), []).append(float("nan") if acc is None else acc)
-        speed.setdefault(algo, []).append(s["timing"]["mean_round_seconds"])
+        speed.setdefault(algo, []).append(summary_value(s, "timing.mean_round_seconds"))
     columns.sort()
     header = ["algorithm"] + [f"{ds} a={a:g}" for ds, a in columns] + ["s/round"]
     rows = [header]

@@ -40,7 +40,8 @@ from benchmarks.core import typed
 from benchmarks.experiments.config import ClientConfig, apply_overrides, config_from_dict, read_toml, set_dotted
 from benchmarks.data.datasets import DatasetError
 from benchmarks.data.partition import PartitionError
-from benchmarks.store.rundir import ResultsError, RunDirectory, read_summary, results_root
+from benchmarks.store.rundir import ResultsError, RunDirectory, results_root
+from benchmarks.store.schema import read_summary
 from benchmarks.engine.runner import run as run_config
 from benchmarks.core.seeding import derive_seed
 from benchmarks.experiments.suites import suite_path

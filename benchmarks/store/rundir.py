@@ -12,8 +12,11 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from benchmarks.store.schema import (CONFIG_FILE, ROUNDS_FILE, SCHEMA, SUMMARY_FILE, TIMINGS_FILE, format_row,
+                                     header_line, read_summary)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = 1
+__all__ = ["REPO_ROOT", "ResultsError", "RunDirectory", "git_revision", "read_summary", "results_root"]
 
 
 class ResultsError(RuntimeError):
@@ -26,10 +29,6 @@ def results_root(explicit: str | Path | None = None) -> Path:
         return Path(explicit)
     env = os.environ.get("HETBENCH_RESULTS")
     return Path(env) if env else REPO_ROOT / "results"
-
-
-def fmt(value) -> str:
-    return repr(float(value))
 
 
 @lru_cache(maxsize=1)
@@ -61,7 +60,7 @@ class RunDirectory:
         self._timings = None
 
     def is_complete(self) -> bool:
-        return (self.final / "summary.json").is_file()
+        return (self.final / SUMMARY_FILE).is_file()
 
     def open(self, config: dict, resume_bytes: tuple[int, int] | None = None) -> None:
         """Create (or, with ``resume_bytes``, reopen and cut back) the temporary folder's files."""
@@ -74,14 +73,14 @@ class RunDirectory:
                         shutil.rmtree(child)
                     elif child.name != "owner.pid":
                         child.unlink()
-                _write_json(self.tmp / "config.json", config)
-                self._rounds = open(self.tmp / "rounds.csv", "w", newline="")
-                self._timings = open(self.tmp / "timings.csv", "w", newline="")
-                self._rounds.write("round,split,metric,value\n")
-                self._timings.write("round,split,metric,value\n")
+                _write_json(self.tmp / CONFIG_FILE, config)
+                self._rounds = open(self.tmp / ROUNDS_FILE, "w", newline="")
+                self._timings = open(self.tmp / TIMINGS_FILE, "w", newline="")
+                self._rounds.write(header_line())
+                self._timings.write(header_line())
             else:
-                self._rounds = _reopen_truncated(self.tmp / "rounds.csv", resume_bytes[0])
-                self._timings = _reopen_truncated(self.tmp / "timings.csv", resume_bytes[1])
+                self._rounds = _reopen_truncated(self.tmp / ROUNDS_FILE, resume_bytes[0])
+                self._timings = _reopen_truncated(self.tmp / TIMINGS_FILE, resume_bytes[1])
         except OSError as exc:
             raise ResultsError(f"results: cannot write under {self.suite_dir} ({exc.strerror or exc})") from None
 
@@ -95,10 +94,10 @@ class RunDirectory:
         owner.write_text(str(os.getpid()))
 
     def add(self, rnd: int, split: str, metric: str, value) -> None:
-        self._write(self._rounds, f"{rnd},{split},{metric},{fmt(value)}\n")
+        self._write(self._rounds, format_row(rnd, split, metric, value))
 
     def add_time(self, rnd: int, metric: str, seconds: float) -> None:
-        self._write(self._timings, f"{rnd},time,{metric},{fmt(seconds)}\n")
+        self._write(self._timings, format_row(rnd, "time", metric, seconds))
 
     def _write(self, fh, line: str) -> None:
         try:
@@ -124,7 +123,7 @@ class RunDirectory:
             for leftover in ("checkpoint.pt", "owner.pid"):
                 (self.tmp / leftover).unlink(missing_ok=True)
             summary = {"schema": SCHEMA, **summary}
-            _write_json(self.tmp / "summary.json", summary)
+            _write_json(self.tmp / SUMMARY_FILE, summary)
             if self.final.exists():
                 # Another process finished the same config first; its result is equally valid.
                 shutil.rmtree(self.tmp)
@@ -174,8 +173,3 @@ def _write_json(path: Path, data: dict) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def read_summary(run_dir: Path) -> dict:
-    with open(Path(run_dir) / "summary.json") as fh:
-        return json.load(fh)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from benchmarks.experiments.config import (RunConfig, apply_overrides, apply_set_files, config_from_dict, read_set_file,
                                read_toml, set_dotted)
+from benchmarks.core.dotted import get_dotted
 from benchmarks.core.typed import ConfigError
 
 SUITES_DIR = Path(__file__).resolve().parent
@@ -60,7 +61,7 @@ def load_suite(name: str, overrides: list[str] | None = None, set_files: list[st
         for key, value in zip(keys, combo):
             set_dotted(cell, key, value)
         for rule in data.get("when", []):
-            if all(_get_dotted(cell, key) == value for key, value in rule.get("match", {}).items()):
+            if all(get_dotted(cell, key, None) == value for key, value in rule.get("match", {}).items()):
                 for key, value in rule.get("set", {}).items():
                     set_dotted(cell, key, value)
         cell, used = apply_set_files(cell, files, overrides or [])
@@ -72,11 +73,3 @@ def load_suite(name: str, overrides: list[str] | None = None, set_files: list[st
                               f"no cell of suite {path.stem} matches")
     return Suite(name=meta.get("name", path.stem), description=meta.get("description", ""), cells=cells)
 
-
-def _get_dotted(data: dict, key: str):
-    node = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node

@@ -1,0 +1,111 @@
+"""The results schema, written and read in one place (standard library only).
+
+A run folder ``<root>/<suite>/<run_id>/`` holds:
+- ``config.json``: the experiment settings (the hashed part of the config);
+- ``rounds.csv``: long format ``round,split,metric,value``, deterministic numbers only;
+- ``timings.csv``: the same format, wall-clock seconds (split ``time``);
+- ``summary.json``: schema version, config, execution settings and the executor used, algorithm and
+  dataset titles, versions and hardware, partition statistics, final and best-validation accuracy.
+The runner writes through :class:`benchmarks.store.rundir.RunDirectory`; the sweep, the tuner and
+the reports read through the functions here. ``results/README.md`` documents the format for users.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.core.dotted import get_dotted
+
+SCHEMA = 1
+CONFIG_FILE = "config.json"
+ROUNDS_FILE = "rounds.csv"
+TIMINGS_FILE = "timings.csv"
+SUMMARY_FILE = "summary.json"
+LONG_HEADER = ("round", "split", "metric", "value")
+
+
+class SchemaError(ValueError):
+    """A results file that cannot be read as the schema says; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class Row:
+    round: int
+    split: str
+    metric: str
+    value: float
+
+
+def format_value(value) -> str:
+    """Floats as Python's shortest round-tripping repr, so a rerun writes the same bytes."""
+    return repr(float(value))
+
+
+def format_row(rnd: int, split: str, metric: str, value) -> str:
+    return f"{rnd},{split},{metric},{format_value(value)}\n"
+
+
+def header_line() -> str:
+    return ",".join(LONG_HEADER) + "\n"
+
+
+def read_long_csv(path: Path) -> list[Row]:
+    """Every row of a rounds.csv or timings.csv; a bad header, a short or non-numeric row raises
+    SchemaError naming the file and the line."""
+    rows: list[Row] = []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if tuple(header or ()) != LONG_HEADER:
+            raise SchemaError(f"{path.name}: header {header!r} is not {','.join(LONG_HEADER)}")
+        for line, fields in enumerate(reader, start=2):
+            if len(fields) != 4:
+                raise SchemaError(f"{path.name}: line {line} has {len(fields)} fields, not 4")
+            try:
+                rows.append(Row(int(fields[0]), fields[1], fields[2], float(fields[3])))
+            except ValueError:
+                raise SchemaError(f"{path.name}: line {line} is not numeric ({','.join(fields)[:80]})") from None
+    return rows
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; SchemaError when it is missing, unreadable or not an object."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise SchemaError(f"{path.name}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path.name}: not a JSON object")
+    return data
+
+
+def read_summary(run_dir: Path) -> dict:
+    return read_json(Path(run_dir) / SUMMARY_FILE)
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (Path(run_dir) / SUMMARY_FILE).is_file()
+
+
+def summary_value(summary: dict, key: str, default=None):
+    """A dotted key of a summary (``final.test_accuracy``, ``config.partition.alpha``)."""
+    return get_dotted(summary, key, default)
+
+
+def curve(rows: list[Row], split: str, metric: str) -> dict[int, float]:
+    """round -> value of one (split, metric) series."""
+    return {r.round: r.value for r in rows if r.split == split and r.metric == metric}
+
+
+def algorithm_title(summary: dict) -> str:
+    """How tables name a run's algorithm: the title its class declared, else its registry name."""
+    return summary.get("algorithm_title") or get_dotted(summary, "config.algorithm", "?")
+
+
+def dataset_title(summary: dict) -> str:
+    return get_dotted(summary, "dataset.title", None) or get_dotted(summary, "config.dataset.name", "?")
