@@ -76,6 +76,8 @@ UNROLLED_STEP_COST = 3.0
 @register("dynafed", title="DynaFed")
 class DynaFed(FedAvg):
     Params = DynaFedParams
+    tiny_budget = {"trajectory_length": 4, "expert_epochs": 2, "iterations": 2, "syn_steps": 2, "ipc": 2,
+                   "distill_epochs": 1}
 
     def __init__(self, params: DynaFedParams, server):
         super().__init__(params, server)

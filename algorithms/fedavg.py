@@ -42,6 +42,12 @@ class FedAvgParams:
 class FedAvg:
     Params = FedAvgParams
     name = "fedavg"
+    # Hyperparameters that make a run on the tests' tiny data take seconds (the conformance tests of
+    # every registered algorithm use them); an algorithm with an expensive server step overrides this.
+    tiny_budget: dict = {}
+    # Why the vectorised executor cannot train this algorithm's clients, if it cannot (None: it can, and
+    # the conformance test holds it to the sequential executor's numbers).
+    vectorised_opt_out: str | None = None
 
     def __init__(self, params, server: ServerContext):
         self.params = params

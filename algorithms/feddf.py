@@ -81,6 +81,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
 @register("feddf", title="FedDF")
 class FedDF(FedAvg):
     Params = FedDFParams
+    tiny_budget = {"distill_steps": 6, "eval_every_steps": 3}
 
     def __init__(self, params, server):
         super().__init__(params, server)

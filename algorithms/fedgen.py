@@ -126,6 +126,7 @@ def diversity_loss(noise: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
 @register("fedgen", title="FedGen")
 class FedGen(FedAvg):
     Params = FedGenParams
+    tiny_budget = {"generator_steps": 3}
 
     def __init__(self, params, server):
         super().__init__(params, server)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms import algorithm_names
+from algorithms import algorithm_names, get_algorithm
 from benchmarks.engine.checkpoint import CHECKPOINT_NAME, CheckpointError
 from benchmarks.experiments.config import config_from_dict
 from benchmarks.store.rundir import ResultsError, RunDirectory
@@ -23,16 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Budgets small enough for seconds, yet every algorithm's server state is exercised (DynaFed
 # synthesises at round 4, FedGen's generator trains every round, FedDF distils).
-TINY_HPARAMS = {
-    "dynafed": {"trajectory_length": 4, "expert_epochs": 2, "iterations": 2, "syn_steps": 2, "ipc": 2,
-                "distill_epochs": 1},
-    "feddf": {"distill_steps": 6, "eval_every_steps": 3},
-    "fedgen": {"generator_steps": 3},
-}
-
-
 def _config(tiny, algorithm, **extra):
-    hparams = {"algorithms": {algorithm: TINY_HPARAMS[algorithm]}} if algorithm in TINY_HPARAMS else {}
+    budget = get_algorithm(algorithm).tiny_budget
+    hparams = {"algorithms": {algorithm: dict(budget)}} if budget else {}
     return tiny(algorithm=algorithm, rounds=6, checkpoint_every=1, **hparams, **extra)
 
 

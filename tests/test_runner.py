@@ -294,3 +294,50 @@ def test_avgpool2_matches_torch_avgpool_on_even_and_odd_sizes():
     for shape in ((2, 3, 8, 8), (2, 3, 7, 9), (1, 1, 5, 4)):
         x = torch.randn(*shape)
         assert torch.allclose(AvgPool2()(x), F.avg_pool2d(x, 2), atol=1e-6)
+
+
+def test_execution_settings_reuse_the_finished_run(tiny, results_dir):
+    """threads and checkpoint_every cannot change a number, so they are not part of the run id: a rerun
+    with other values finds the finished run instead of making a second one."""
+    first = run(config_from_dict(tiny(rounds=2)), suite="t", progress=False)
+    stamp = (first / "summary.json").stat().st_mtime_ns
+    for extra in ({"threads": 2}, {"checkpoint_every": 1}, {"threads": 2, "checkpoint_every": 0}):
+        again = run(config_from_dict(tiny(rounds=2, **extra)), suite="t", progress=False)
+        assert again == first and (again / "summary.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in (results_dir / "t").iterdir()] == [first.name]
+
+
+def test_a_bug_in_a_vectorised_objective_is_raised_not_hidden_by_the_fallback(tiny):
+    """Only vmap's own limits switch to the sequential executor; any other error is a bug and surfaces."""
+    from algorithms.fedavg import FedAvg
+    from conftest import wired
+
+    class Broken(FedAvg):
+        def local_loss(self, model, batch, ctx):
+            raise RuntimeError("shape mismatch in my objective")
+
+    loop = wired(config_from_dict(tiny(executor="vectorised")))
+    algorithm = Broken(None, loop.server)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        loop.executor.train_round(1, [0, 1], loop.global_flat, algorithm, {})
+    assert loop.executor.fallback is None
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(tiny, results_dir):
+    """Thread count changes float rounding (measured: losses differ in the 8th digit from round 1), so a
+    run interrupted under threads=2 and resumed with threads=1 continues with 2 and matches a straight run."""
+    class Stop(Exception):
+        pass
+
+    def stop(rnd, metrics):
+        if rnd == 2:
+            raise Stop
+
+    straight = run(config_from_dict(tiny(rounds=4, threads=2)), suite="a", progress=False)
+    with pytest.raises(Stop):
+        run(config_from_dict(tiny(rounds=4, threads=2, checkpoint_every=1)), suite="b", on_eval=stop,
+            progress=False)
+    resumed = run(config_from_dict(tiny(rounds=4, threads=1, checkpoint_every=1)), suite="b", progress=False)
+    assert (resumed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
+    assert json.loads((resumed / "summary.json").read_text())["execution"]["threads"] == 2
+    torch.set_num_threads(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -46,12 +47,19 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     out = RunDirectory(results_root(results), suite, cfg.run_id())
     if out.is_complete():
         return out.final
-    torch.set_num_threads(cfg.execution.threads)
+    checkpoint = out.tmp / CHECKPOINT_NAME
+    saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
+    # The thread count changes float rounding (not the experiment), so it is not hashed; a resumed run
+    # keeps the count it started with, so that it still ends byte-identical to an uninterrupted one.
+    threads = saved.get("threads", cfg.execution.threads) if saved else cfg.execution.threads
+    if threads != cfg.execution.threads:
+        print(f"resuming {out.run_id} with threads={threads}, as it started (threads={cfg.execution.threads} "
+              "asked)", file=sys.stderr)
+        cfg = replace(cfg, execution=replace(cfg.execution, threads=threads))
+    torch.set_num_threads(threads)
     device = torch.device(cfg.device)
     fed = build_federation(cfg.dataset, cfg.partition, device, data_dir, eval_test=cfg.eval_test)
     loop = RoundLoop(cfg, fed, device, out, progress, on_eval)
-    checkpoint = out.tmp / CHECKPOINT_NAME
-    saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
     out.open(cfg.experiment_dict(), resume_bytes=saved["csv_bytes"] if saved else None)
     try:
         summary = loop.resume(saved) if saved else loop.start()
@@ -117,6 +125,7 @@ class RoundLoop:
             "run_hash": self.cfg.run_hash(), "round": self.rounds_done, "global_flat": self.global_flat.cpu(),
             "client_states": self.executor.client_states, "algorithm": self.algorithm.server_state(),
             "sampler": sampler_state(self.sampler), "history": self.history, "totals": self.totals,
+            "threads": self.cfg.execution.threads,
             "csv_bytes": csv_bytes})
 
     # ---- rounds -------------------------------------------------------------------------------
