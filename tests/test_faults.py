@@ -33,22 +33,7 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("algorithm", algorithm_names())
-def test_interrupted_run_resumes_to_byte_identical_rounds(tiny, tmp_path, algorithm):
-    cfg = config_from_dict(_config(tiny, algorithm))
-    straight = run(cfg, suite="t", results=tmp_path / "straight", progress=False)
-
-    def stop_at_round_5(rnd, metrics):
-        if rnd == 5:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        run(cfg, suite="t", results=tmp_path / "resumed", on_eval=stop_at_round_5, progress=False)
-    tmp = RunDirectory(tmp_path / "resumed", "t", cfg.run_id()).tmp
-    assert (tmp / CHECKPOINT_NAME).is_file()
-    resumed = run(cfg, suite="t", results=tmp_path / "resumed", progress=False)
-    assert (resumed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
-    assert not tmp.exists()
+# An interrupted-then-resumed run of every algorithm: tests/test_conformance.py.
 
 
 def _wait_for_round(rounds_csv: Path, target: int, proc, timeout: float = 120) -> bool:

@@ -1,4 +1,4 @@
-"""``python -m benchmarks run|sweep|estimate|perf|data|partition|tune ...``
+"""``hetbench run|sweep|report|estimate|perf|data|partition|tune ...`` (also ``python -m benchmarks``)
 
 Every user error (bad config, missing data, bad partition request) is printed as one line and exits 2.
 """
@@ -18,6 +18,7 @@ COMMAND_MODULES = {
     "data": "benchmarks.cli.commands.data",
     "partition": "benchmarks.cli.commands.partition",
     "tune": "benchmarks.cli.commands.tune",
+    "report": "benchmarks.cli.commands.report",
     "estimate": "benchmarks.cli.commands.estimate",
 }
 
@@ -34,7 +35,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hetbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, module_name in COMMAND_MODULES.items():
