@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import functools
 
 import pytest
@@ -214,10 +215,15 @@ def test_fedgen_runs_vectorised_until_its_generator_term_starts_then_falls_back(
     """FedGen's round 1 is plain cross-entropy (vmapped); from round 2 its local loss draws noise from the
     client's own stream, so the runner announces the fallback once and the run still equals a
     sequential one."""
-    runs = {}
+    runs, executions = {}, {}
     for executor in ("sequential", "vectorised"):
         cfg = config_from_dict(tiny(algorithm="fedgen", rounds=3, executor=executor))
-        runs[executor] = _rounds(run(cfg, suite="t", results=results_dir, progress=False))
+        out = run(cfg, suite="t", results=results_dir, progress=False)
+        runs[executor] = _rounds(out)
+        executions[executor] = json.loads((out / "summary.json").read_text())["execution"]
+    assert executions["sequential"]["executor_fallback"] is None
+    assert executions["vectorised"]["executor"] == "sequential"
+    assert executions["vectorised"]["executor_fallback"].startswith("sequential from round 2 on")
     assert runs["sequential"].keys() == runs["vectorised"].keys()
     for key, value in runs["sequential"].items():
         assert runs["vectorised"][key] == pytest.approx(value, abs=1e-4), key

@@ -196,8 +196,8 @@ class VectorisedExecutor:
         if self.fallback is None:
             return {"executor": self.name, "executor_fallback": None}
         return {"executor": "sequential",
-                "executor_fallback": f"vectorised until round {self.fallback_round - 1}, then sequential: "
-                                     f"{self.fallback}"}
+                "executor_fallback": f"sequential from round {self.fallback_round} on (vmap cannot run its "
+                                     f"objective: {self.fallback})"}
 
     @property
     def client_states(self) -> dict:
