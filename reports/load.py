@@ -63,6 +63,7 @@ class SuiteRuns:
 def load_suite(suite_dir: Path) -> SuiteRuns:
     """Every folder under ``suite_dir``, in name order, as a usable run or an excluded one."""
     out = SuiteRuns()
+    TITLES.clear()
     for path in sorted(p for p in Path(suite_dir).iterdir() if p.is_dir()):
         item = load_run(path)
         (out.excluded if isinstance(item, Excluded) else out.runs).append(item)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.store.schema import SCHEMA
 from reports import build_report
 from reports.__main__ import main as reports_main
 from reports.figures import line_style
@@ -29,7 +30,7 @@ DEVIATIONS = ["partition.clients=4 (paper 80)", "rounds=3 (paper 200)"]
 
 
 def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed: int, test_curve: list[float], *,
-              has_val: bool = True, status: str = "complete", schema: int = 1, deviations=DEVIATIONS,
+              has_val: bool = True, status: str = "complete", schema: int = SCHEMA, deviations=DEVIATIONS,
               artifacts=(), server_parts: dict | None = None, folder: str | None = None, drop=(),
               clients: dict | None = None) -> Path:
     """One run folder in the documented results format; ``test_curve`` holds rounds 0..R."""

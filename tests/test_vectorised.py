@@ -230,3 +230,24 @@ def test_fedgen_runs_vectorised_until_its_generator_term_starts_then_falls_back(
     err = capsys.readouterr().err
     assert err.count("vectorised executor:") == 1
     assert "ctx.generator" in err and "from round 2 on" in err
+
+
+def test_a_resumed_vectorised_run_keeps_its_fallback(tiny, tmp_path):
+    """The fallback is checkpointed: a FedGen run that fell back in round 2, interrupted at round 3 and
+    resumed, keeps training sequentially, matches the straight run byte for byte and reports round 2."""
+    class Stop(Exception):
+        pass
+
+    def stop(rnd, metrics):
+        if rnd == 3:
+            raise Stop
+
+    cfg = config_from_dict(tiny(algorithm="fedgen", rounds=4, executor="vectorised", checkpoint_every=1,
+                                algorithms={"fedgen": {"generator_steps": 3}}))
+    straight = run(cfg, suite="t", results=tmp_path / "a", progress=False)
+    with pytest.raises(Stop):
+        run(cfg, suite="t", results=tmp_path / "b", on_eval=stop, progress=False)
+    resumed = run(cfg, suite="t", results=tmp_path / "b", progress=False)
+    assert (resumed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
+    execution = json.loads((resumed / "summary.json").read_text())["execution"]
+    assert execution["executor_fallback"].startswith("sequential from round 2 on")

@@ -112,6 +112,7 @@ class RoundLoop:
         with torch.no_grad():
             self.global_flat.copy_(saved["global_flat"])
         self.executor.client_states = saved["client_states"]
+        self.executor.restore_fallback(saved["executor_fallback"])
         self.algorithm.load_server_state(saved["algorithm"])
         restore_sampler(self.sampler, saved["sampler"])
         self.history = saved["history"]
@@ -125,7 +126,7 @@ class RoundLoop:
             "run_hash": self.cfg.run_hash(), "round": self.rounds_done, "global_flat": self.global_flat.cpu(),
             "client_states": self.executor.client_states, "algorithm": self.algorithm.server_state(),
             "sampler": sampler_state(self.sampler), "history": self.history, "totals": self.totals,
-            "threads": self.cfg.execution.threads,
+            "threads": self.cfg.execution.threads, "executor_fallback": self.executor.fallback_state(),
             "csv_bytes": csv_bytes})
 
     # ---- rounds -------------------------------------------------------------------------------

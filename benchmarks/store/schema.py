@@ -18,7 +18,8 @@ from pathlib import Path
 
 from benchmarks.core.dotted import get_dotted
 
-SCHEMA = 1
+# 2: execution settings left config (and the run id); execution, titles and hardware recorded.
+SCHEMA = 2
 CONFIG_FILE = "config.json"
 ROUNDS_FILE = "rounds.csv"
 TIMINGS_FILE = "timings.csv"

@@ -5,7 +5,7 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", help="suite name (benchmarks/suites/<name>.toml) or path to a suite TOML")
+    parser.add_argument("suite", help="suite name (benchmarks/experiments/suites/<name>.toml) or path to a suite TOML")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, as `sweep --jobs`")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting in every cell, as in `sweep` (repeatable)")

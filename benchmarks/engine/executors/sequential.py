@@ -67,6 +67,12 @@ class SequentialExecutor:
         """What summary.json records about how clients were trained."""
         return {"executor": self.name, "executor_fallback": None}
 
+    def fallback_state(self) -> dict:
+        return {}
+
+    def restore_fallback(self, state: dict) -> None:
+        """Nothing to restore: the sequential executor never falls back."""
+
     @property
     def client_states(self) -> dict:
         """Every persistent per-client store, as a checkpoint holds it."""

@@ -221,7 +221,7 @@ class VectorisedExecutor:
         config = config or {}
         if self.fallback is None:
             try:
-                return self.train_together(rnd, client_ids, global_flat, algorithm, config)
+                trained = self.train_together(rnd, client_ids, global_flat, algorithm, config)
             except (RuntimeError, NotImplementedError) as exc:
                 if not is_vmap_limit(exc):
                     raise
@@ -229,10 +229,23 @@ class VectorisedExecutor:
                 self.fallback_round = rnd
                 print(f"vectorised executor: {type(algorithm).__name__}.local_loss cannot be trained under vmap "
                       f"({self.fallback}); training clients sequentially from round {rnd} on", file=sys.stderr)
+            else:
+                # Outside the fallback's reach: the round trained, and from here its stores are written.
+                return self.finish(rnd, client_ids, *trained, global_flat, algorithm, config)
         return self.sequential.train_round(rnd, client_ids, global_flat, algorithm, config)
 
+    def fallback_state(self) -> dict:
+        """For checkpoints: a resumed run keeps training sequentially from where it fell back."""
+        return {"reason": self.fallback, "round": self.fallback_round} if self.fallback else {}
+
+    def restore_fallback(self, state: dict) -> None:
+        if state:
+            self.fallback, self.fallback_round = state["reason"], state["round"]
+
     def train_together(self, rnd: int, client_ids: list[int], global_flat: torch.Tensor, algorithm,
-                       config: dict) -> list[ClientUpdate]:
+                       config: dict) -> tuple:
+        """The round's vmapped training; nothing persistent is written here, so a fallback retries cleanly.
+        Returns what ``finish`` needs after ``rnd`` and ``client_ids``."""
         batches = [self.client_batches(rnd, cid) for cid in client_ids]
         states = [self.start_state(cid, global_flat) for cid in client_ids]
         plan = plan_round(batches, [s["step"] for s in states], self.optimizer, global_flat.device)
@@ -241,8 +254,7 @@ class VectorisedExecutor:
         algo_stacked = self.stack_algorithm_states(client_ids, global_flat, algorithm)
         losses = torch.zeros(len(client_ids), max((len(b) for b in batches), default=0), device=params.device)
         self.run_plan(rnd, plan, params, stacked, algo_stacked, losses, global_flat, algorithm, config)
-        return self.finish(rnd, client_ids, batches, states, plan, params, stacked, algo_stacked, losses,
-                           global_flat, algorithm, config)
+        return batches, states, plan, params, stacked, algo_stacked, losses
 
     def stack_algorithm_states(self, client_ids: list[int], global_flat: torch.Tensor,
                                algorithm) -> dict[str, torch.Tensor]:
