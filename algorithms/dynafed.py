@@ -17,8 +17,10 @@ Deliberate deviations from the official code, and choices it leaves open:
   them again (synthesis runs once), so the result is the same without the memory.
 - The official fine-tuning first does 3 no-grad forward passes to refresh BatchNorm statistics; our
   models have no buffers (GroupNorm), where those passes do nothing, so they are skipped.
-- The synthesizer's diagnostic ``evaluate()`` (fresh nets trained on the synthetic set, scored on the
-  test set) is not run: the server never sees the test set.
+- The synthesizer's diagnostic ``evaluate()`` (fresh nets trained on the synthetic set) runs once after
+  synthesis, scored on the validation split instead of the test set (``quality_models`` x
+  ``quality_epochs``; ``algorithms.synthetic_quality``), with the matching-loss curve and the labels'
+  sharpness; ``mechanism`` flags a synthetic set whose models stay under twice chance.
 - ``validate`` refuses runs that would never synthesise (rounds < trajectory_length) rather than
   silently running FedAvg.
 - Snapshots are kept on the run's device, not copied to the CPU.
@@ -35,13 +37,14 @@ from pathlib import Path
 
 import torch
 
-from algorithms import dsa
+from algorithms import dsa, synthetic_quality
 from algorithms.fedavg import FedAvg
-from benchmarks.engine.api import ConfigError, flat_grad, FlatOptimizer, register, SearchRange, setting
+from benchmarks.engine.api import ConfigError, flat_grad, FlatOptimizer, register, SearchRange, series_mean, setting
 from algorithms.trajectory_matching import SyntheticSet, TrajectoryMatcher, kd_loss
 
 ARTIFACT_TENSORS = "dynafed_synthetic.pt"
 ARTIFACT_GRID = "dynafed_synthetic.png"
+ARTIFACT_CURVE = "dynafed_matching_loss.csv"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class DynaFedParams:
     min_start_epoch: int = setting(0, ge=0, doc="earliest start snapshot")
     least_ave_num: int = setting(2, ge=1, doc="fewest snapshots averaged into a target")
     max_ave_num: int = setting(10, ge=1, doc="most snapshots averaged into a target (capped by expert_epochs)")
+    quality_models: int = setting(3, ge=0, doc="diagnostic: fresh models trained on the synthetic set alone "
+                                               "after synthesis, scored on the validation split (official "
+                                               "evaluate(): 3, on the test set); 0 = skip")
+    quality_epochs: int = setting(500, ge=1, doc="diagnostic: their training epochs (official 500)")
 
 
 # One unrolled matching step per synthetic image costs this many client training samples (measured here).
@@ -77,12 +84,13 @@ UNROLLED_STEP_COST = 3.0
 class DynaFed(FedAvg):
     Params = DynaFedParams
     tiny_budget = {"trajectory_length": 4, "expert_epochs": 2, "iterations": 2, "syn_steps": 2, "ipc": 2,
-                   "distill_epochs": 1}
+                   "distill_epochs": 1, "quality_models": 1, "quality_epochs": 2}
 
     def __init__(self, params: DynaFedParams, server):
         super().__init__(params, server)
         self.trajectory: list[torch.Tensor] = []
         self.synthetic: SyntheticSet | None = None
+        self.matching_losses: list[float] = []
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -125,6 +133,7 @@ class DynaFed(FedAvg):
             return
         with self.server.timed("synthesis"):
             self.synthetic = self.synthesise()
+        self.log_synthetic_set()
 
     def synthesise(self) -> SyntheticSet:
         hp, server = self.params, self.server
@@ -134,11 +143,42 @@ class DynaFed(FedAvg):
         syn = SyntheticSet.initial(server.num_classes, hp.ipc, server.input_shape, hp.syn_lr_init, hp.label_init,
                                    gen, server.device, dtype)
         matcher = TrajectoryMatcher(model, torch.stack(self.trajectory), syn, hp, gen)
-        for _ in range(hp.iterations):
-            loss = matcher.step()
-        server.log("synthesis_matching_loss", loss)
+        self.matching_losses = [matcher.step() for _ in range(hp.iterations)]
+        server.log("synthesis_matching_loss", self.matching_losses[-1])
         server.log("synthesis_lr", syn.syn_lr.item())
         return syn
+
+    def log_synthetic_set(self) -> None:
+        """The synthetic set's diagnostics (``algorithms.synthetic_quality``), logged in the synthesis round."""
+        server, syn = self.server, self.synthetic
+        start, end = synthetic_quality.loss_start_end(self.matching_losses)
+        top, distinct = synthetic_quality.label_sharpness(syn.label_logits)
+        server.log("synthesis_loss_start", start)
+        server.log("synthesis_loss_end", end)
+        server.log("label_top_probability", top)
+        server.log("label_distinct_argmax", distinct)
+        if self.params.quality_models:
+            with server.timed("quality"):
+                accuracy = synthetic_quality.synthetic_only_accuracy(server, syn, self.params.quality_models,
+                                                                     self.params.quality_epochs,
+                                                                     self.params.finetune_batch)
+            server.log("synthetic_only_val_accuracy", accuracy)
+
+    def mechanism(self, series):
+        if "server.synthesis_loss_end" not in series:
+            return {"engaged": False, "evidence": "synthesis never ran"}
+        only = lambda key: next(iter(series.get(key, {}).values()), float("nan"))  # noqa: E731 (one round)
+        chance = 1.0 / self.server.num_classes
+        labels = (f"labels: mean top probability {only('server.label_top_probability'):.2f}, "
+                  f"{only('server.label_distinct_argmax'):.0f} of {self.server.num_classes} classes as argmax; "
+                  f"matching loss {only('server.synthesis_loss_start'):.3f} -> {only('server.synthesis_loss_end'):.3f}")
+        accuracy = only("server.synthetic_only_val_accuracy")
+        if accuracy != accuracy:
+            return {"engaged": None, "evidence": f"quality not measured (quality_models = 0); {labels}"}
+        return {"engaged": accuracy >= 2 * chance,
+                "evidence": f"fresh models trained on the synthetic set alone reach {100 * accuracy:.1f}% on "
+                            f"validation (chance {100 * chance:.1f}%, engaged at 2x chance); {labels}; "
+                            f"fine-tuning {series_mean(series, 'server.finetune_steps'):.0f} steps a round"}
 
     # ---- aggregation and fine-tuning ---------------------------------------------------------
     def aggregation_weights(self, updates):
@@ -176,7 +216,8 @@ class DynaFed(FedAvg):
 
     # ---- state and artifacts -----------------------------------------------------------------
     def server_state(self) -> dict:
-        state = {"trajectory": [t.clone() for t in self.trajectory], "synthesised": self.synthesised}
+        state = {"trajectory": [t.clone() for t in self.trajectory], "synthesised": self.synthesised,
+                 "matching_losses": torch.tensor(self.matching_losses, dtype=torch.float64)}
         if self.synthetic is not None:
             state.update(self.synthetic.state())
         return state
@@ -185,6 +226,7 @@ class DynaFed(FedAvg):
         device = self.server.device
         self.trajectory = [t.to(device).clone() for t in state["trajectory"]]
         self.synthetic = SyntheticSet.from_state(state, device) if state["synthesised"] else None
+        self.matching_losses = state.get("matching_losses", torch.zeros(0)).tolist()
 
     def write_artifacts(self, run_dir: Path) -> list[str]:
         if self.synthetic is None:
@@ -194,7 +236,10 @@ class DynaFed(FedAvg):
         torch.save(state, run_dir / ARTIFACT_TENSORS)
         save_grid(state["images"], state["label_logits"], self.server.num_classes, self.params.ipc,
                   self.server.mean, self.server.std, run_dir / ARTIFACT_GRID)
-        return [ARTIFACT_TENSORS, ARTIFACT_GRID]
+        with open(run_dir / ARTIFACT_CURVE, "w") as fh:
+            fh.write("iteration,matching_loss\n")
+            fh.writelines(f"{i},{loss!r}\n" for i, loss in enumerate(self.matching_losses, start=1))
+        return [ARTIFACT_TENSORS, ARTIFACT_GRID, ARTIFACT_CURVE]
 
 
 def tile(images: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

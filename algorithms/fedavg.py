@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.engine.api import Batch, ClientUpdate, LocalContext, LocalResult, register, ServerContext
+from benchmarks.engine.api import (Batch, ClientUpdate, LocalContext, LocalResult, register, series_mean,
+                                   ServerContext)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,15 @@ class FedAvg:
     def after_aggregate(self, rnd: int, global_model: nn.Module, global_flat: torch.Tensor,
                         updates: list[ClientUpdate]) -> None:
         """Server work after aggregation; may change ``global_flat`` in place."""
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    def mechanism(self, series: dict[str, dict[int, float]]) -> dict:
+        """Whether this algorithm's mechanism engaged in the run, judged from its rounds.csv series
+        (``"train.drift"``, ``"train.local_steps"``, ``"server.<metric>"``: round -> value). Returns
+        ``engaged`` (True, False, or None where there is no mechanism to judge) and one line of evidence.
+        FedAvg is the baseline: nothing to engage, the drift and local steps are the evidence."""
+        return {"engaged": None, "evidence": f"baseline; mean client drift {series_mean(series, 'train.drift'):.3g}, "
+                                             f"{series_mean(series, 'train.local_steps'):.1f} local steps a round"}
 
     # ---- state -------------------------------------------------------------------------------
     def server_state(self) -> dict:

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from algorithms.fedavg import FedAvg
-from benchmarks.engine.api import ClientUpdate, ConfigError, derive_seed, register, SearchRange, setting, TensorData
+from benchmarks.engine.api import (ClientUpdate, ConfigError, derive_seed, register, SearchRange, series_mean, setting,
+                                   TensorData)
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,31 @@ class FedDF(FedAvg):
         with self.server.timed("distill"):
             result = self.distill(rnd, global_model, global_flat, updates)
         self.server.log("distill_steps", result.steps)
+        self.server.log("distill_teacher_val_accuracy", self.teacher_val_accuracy(updates))
         self.server.log("distill_initial_val_accuracy", result.initial_accuracy)
         self.server.log("distill_best_val_accuracy", result.best_accuracy)
         if self.params.return_best_model_on_val:
             self.server.log("distill_kept_initial", float(result.kept_initial))
+
+    @torch.no_grad()
+    def teacher_val_accuracy(self, updates: list[ClientUpdate]) -> float:
+        """Validation accuracy of the ensemble teacher (argmax of the clients' mean logits), to set beside
+        the student's before and after distillation: distilling from a worse teacher can only hurt."""
+        val = self.server.val
+        probs = self.ensemble_targets(updates, val.x)
+        return float((probs.argmax(1) == val.y).float().mean()) if len(val) else float("nan")
+
+    def mechanism(self, series):
+        teacher = series.get("server.distill_teacher_val_accuracy", {})
+        before = series.get("server.distill_initial_val_accuracy", {})
+        if not teacher:
+            return {"engaged": False, "evidence": "no distillation ran"}
+        wins = sum(teacher[r] > before.get(r, float("inf")) for r in teacher)
+        return {"engaged": wins * 2 > len(teacher),
+                "evidence": f"teacher beat the student before distillation in {wins} of {len(teacher)} rounds; "
+                            f"validation accuracy: teacher {100 * series_mean(series, 'server.distill_teacher_val_accuracy'):.1f}%, "
+                            f"student before {100 * series_mean(series, 'server.distill_initial_val_accuracy'):.1f}%, "
+                            f"after {100 * series_mean(series, 'server.distill_best_val_accuracy'):.1f}% (means)"}
 
     def teacher_model(self):
         """One scratch model reused for every teacher; built under a forked RNG so the global stream is

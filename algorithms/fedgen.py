@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.fedavg import FedAvg
-from benchmarks.engine.api import ClientUpdate, ConfigError, derive_seed, register, SearchRange, setting
+from benchmarks.engine.api import ClientUpdate, ConfigError, derive_seed, register, SearchRange, series_mean, setting
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,7 @@ class FedGen(FedAvg):
             teacher, diversity = self.train_generator(rnd, updates)
         self.server.log("generator_teacher_loss", teacher)
         self.server.log("generator_diversity_loss", diversity)
+        self.server.log("generator_teacher_accuracy", self.generator_accuracy(rnd, updates))
 
     def client_heads(self, updates: list[ClientUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each sampled client's own trained head, (K, C, D) weights and (K, C) biases."""
@@ -226,6 +227,32 @@ class FedGen(FedAvg):
         self.scheduler.step()
         self.generator.eval()
         return teacher.item(), diversity.item()
+
+    @torch.no_grad()
+    def generator_accuracy(self, rnd: int, updates: list[ClientUpdate]) -> float:
+        """How often the clients' ensemble of heads (mean logits) classifies generated features as the label
+        they were generated for, on a fresh seeded batch: near chance, the generator teaches nothing."""
+        device = self.server.device
+        head_w, head_b = self.client_heads(updates)
+        _, qualified = label_weights(torch.stack([u.label_counts for u in updates]).to(device))
+        rng = self.server.generator("fedgen-diagnostic", rnd)
+        batch = max(self.server.clients.batch_size, 4 * self.server.num_classes)
+        noise = torch.rand(batch, self.params.noise_dim, generator=rng, device=device)
+        labels = qualified[torch.randint(len(qualified), (batch,), generator=rng, device=device)]
+        features = self.generator(noise, labels)
+        logits = (torch.matmul(features, head_w.transpose(1, 2)) + head_b[:, None, :]).mean(0)
+        return float((logits.argmax(1) == labels).float().mean())
+
+    def mechanism(self, series):
+        accuracy = series.get("server.generator_teacher_accuracy", {})
+        if not accuracy:
+            return {"engaged": False, "evidence": "the generator never trained"}
+        last = accuracy[max(accuracy)]
+        chance = 1.0 / self.server.num_classes
+        return {"engaged": last >= 2 * chance,
+                "evidence": f"the clients' heads classify the generator's last features correctly "
+                            f"{100 * last:.1f}% of the time (chance {100 * chance:.1f}%, engaged at 2x chance); "
+                            f"teacher loss {series_mean(series, 'server.generator_teacher_loss'):.3g} (mean)"}
 
     # ---- state -------------------------------------------------------------------------------
     def server_state(self) -> dict:

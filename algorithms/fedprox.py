@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from algorithms.fedavg import FedAvg
-from benchmarks.engine.api import register, SearchRange, setting
+from benchmarks.engine.api import register, SearchRange, series_mean, setting
 
 
 @dataclass(frozen=True)
@@ -30,3 +30,24 @@ class FedProx(FedAvg):
             return loss
         flat_now = torch.cat([p.reshape(-1) for p in model.parameters()])
         return loss + 0.5 * self.params.mu * (flat_now - ctx.global_flat).pow(2).sum()
+
+    # ---- diagnostics: how much the proximal term weighs at the end of local training -------------
+    def finish_client(self, result):
+        penalty = 0.5 * self.params.mu * (result.params - result.start).pow(2).sum()
+        return {**super().finish_client(result), "proximal_penalty": penalty.reshape(1)}
+
+    def after_aggregate(self, rnd, global_model, global_flat, updates):
+        super().after_aggregate(rnd, global_model, global_flat, updates)
+        penalties = [float(u.payload["proximal_penalty"]) for u in updates]
+        self.server.log("proximal_penalty", sum(penalties) / len(penalties))
+
+    # The proximal term must weigh at least this share of the local loss to count as engaged.
+    ENGAGED_SHARE = 0.01
+
+    def mechanism(self, series):
+        penalty, loss = series_mean(series, "server.proximal_penalty"), series_mean(series, "train.loss")
+        share = penalty / loss if loss > 0 else float("nan")
+        return {"engaged": bool(share >= self.ENGAGED_SHARE),
+                "evidence": f"proximal penalty at the clients' final parameters is {100 * share:.2g}% of the "
+                            f"local loss (engaged at >= {100 * self.ENGAGED_SHARE:g}%); "
+                            f"{series_mean(series, 'train.local_steps'):.1f} local steps a round"}

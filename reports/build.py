@@ -14,7 +14,8 @@ from reports.load import Run, SuiteRuns, load_suite
 from reports.names import algorithm_order, algorithm_title, setting_labels, setting_order, setting_slug
 from reports.paper import paper_table
 from reports.render import Table, to_latex, to_markdown
-from reports.tables import best_val_table, cost_table, excluded_table, main_table, settings_table
+from reports.tables import (best_val_table, cost_table, excluded_table, main_table, mechanism_table,
+                            settings_table)
 from reports.tuning import tuned_overrides
 
 SYNTHETIC_ARTIFACT = "dynafed_synthetic.png"
@@ -34,7 +35,8 @@ def build_report(suite: str, results: Path, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     sections = []
-    for anchor, table in (("main", main_table(runs)), ("best-val", best_val_table(runs)),
+    for anchor, table in (("main", main_table(runs)), ("mechanism", mechanism_table(runs)),
+                          ("best-val", best_val_table(runs)),
                           ("paper", paper_table(runs)), ("cost", cost_table(runs)),
                           ("cell-settings", settings_table(runs))):
         files = _write_table(table, out)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from algorithms import dsa
-from algorithms.dynafed import ARTIFACT_GRID, ARTIFACT_TENSORS, DynaFed, DynaFedParams, tile
+from algorithms.dynafed import ARTIFACT_CURVE, ARTIFACT_GRID, ARTIFACT_TENSORS, DynaFed, DynaFedParams, tile
 from algorithms.trajectory_matching import (FunctionalNet, SyntheticSet, TrajectoryMatcher, kd_loss,
                                             sample_expert_segment, unrolled_matching_loss)
 from benchmarks.engine.api import ServerContext
@@ -187,8 +187,10 @@ def server_without_data(seed: int = 0) -> ServerContext:
                          build_model=lambda: ConvNet(SHAPE, CLASSES, width=8, depth=2), seed=seed)
 
 
+# quality_models = 0: these tests check that synthesis itself never touches real data; the quality
+# diagnostic, which trains fresh models and scores them on the validation split, has its own test.
 SMALL = dict(trajectory_length=3, ipc=2, syn_steps=2, expert_epochs=2, iterations=3, distill_epochs=2,
-             finetune_batch=3)
+             finetune_batch=3, quality_models=0)
 
 
 def test_records_until_length_then_synthesises_once_and_stops_recording():
@@ -204,7 +206,8 @@ def test_records_until_length_then_synthesises_once_and_stops_recording():
     assert len(algo.trajectory) == 3 and torch.equal(algo.trajectory[2], flat)
     algo.before_round(3, model, flat)
     assert algo.synthesised and "synthesis" in algo.server.timings
-    assert set(algo.server.diagnostics) == {"synthesis_matching_loss", "synthesis_lr"}
+    assert set(algo.server.diagnostics) == {"synthesis_matching_loss", "synthesis_lr", "synthesis_loss_start",
+                                            "synthesis_loss_end", "label_top_probability", "label_distinct_argmax"}
     images = algo.synthetic.images.detach().clone()
     algo.after_aggregate(3, model, flat, [Forbidden()])
     algo.before_round(4, model, flat)
@@ -276,7 +279,12 @@ def test_run_is_bit_reproducible_and_saves_artifacts(tiny, tmp_path):
     timings = (first / "timings.csv").read_text()
     assert "3,time,server_synthesis_seconds" in timings and "4,time,server_finetune_seconds" in timings
     summary = json.loads((first / "summary.json").read_text())
-    assert summary["artifacts"] == [ARTIFACT_TENSORS, ARTIFACT_GRID]
+    assert summary["artifacts"] == [ARTIFACT_TENSORS, ARTIFACT_GRID, ARTIFACT_CURVE]
+    curve = (first / ARTIFACT_CURVE).read_text().splitlines()
+    assert curve[0] == "iteration,matching_loss" and len(curve) == 1 + 5
+    mechanism = summary["mechanism"]
+    assert mechanism["engaged"] is None and "quality not measured" in mechanism["evidence"]
+    assert {"server.synthesis_loss_start", "server.label_distinct_argmax", "train.drift"} <= set(mechanism["series"])
     saved = torch.load(first / ARTIFACT_TENSORS, weights_only=True)
     assert saved["images"].shape == (10 * 2, 1, 16, 16) and saved["label_logits"].shape == (20, 10)
     assert saved["syn_lr"].shape == ()
@@ -296,3 +304,14 @@ def test_perf_measure_reports_time_and_memory():
     from benchmarks.perf.dynafed import measure
     row = measure(width=4, num_classes=2, ipc=1, iterations=1, syn_steps=1, device=torch.device("cpu"))
     assert row["images"] == 2 and row["seconds_per_iteration"] > 0 and row["peak_mb"] >= 0
+
+
+def test_synthetic_set_diagnostics():
+    """Label sharpness reads the soft labels; loss start/end average a tenth each; the quality check trains
+    fresh models on the synthetic set and scores them on the validation split only."""
+    from algorithms import synthetic_quality
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    top, distinct = synthetic_quality.label_sharpness(logits)
+    assert distinct == 2 and top == pytest.approx(float(torch.softmax(logits, 1).max(1).values.mean()))
+    assert synthetic_quality.loss_start_end([float(i) for i in range(20)]) == (0.5, 18.5)
+    assert synthetic_quality.loss_start_end([3.0]) == (3.0, 3.0)

@@ -131,7 +131,8 @@ def test_generator_training_changes_the_generator_and_logs_losses(tiny):
     before = copy.deepcopy(alg.generator.state_dict())
     alg.after_aggregate(1, None, flat, executor.train_round(1, [0, 1, 2], flat, alg))
     assert not torch.equal(before["net.0.weight"], alg.generator.net[0].weight)
-    assert set(server.diagnostics) == {"generator_teacher_loss", "generator_diversity_loss"}
+    assert set(server.diagnostics) == {"generator_teacher_loss", "generator_diversity_loss", "generator_teacher_accuracy"}
+    assert 0.0 <= server.diagnostics["generator_teacher_accuracy"] <= 1.0
     assert "generator" in server.timings
     assert not alg.generator.training
 

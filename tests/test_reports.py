@@ -32,7 +32,7 @@ DEVIATIONS = ["partition.clients=4 (paper 80)", "rounds=3 (paper 200)"]
 def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed: int, test_curve: list[float], *,
               has_val: bool = True, status: str = "complete", schema: int = SCHEMA, deviations=DEVIATIONS,
               artifacts=(), server_parts: dict | None = None, folder: str | None = None, drop=(),
-              clients: dict | None = None) -> Path:
+              clients: dict | None = None, mechanism: dict | None = None) -> Path:
     """One run folder in the documented results format; ``test_curve`` holds rounds 0..R."""
     config = {"algorithm": algorithm, "seed": seed, "rounds": len(test_curve) - 1,
               "dataset": {"name": dataset}, "partition": {"scheme": "balanced_dirichlet", "alpha": alpha,
@@ -67,6 +67,9 @@ def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed:
         "algorithm_title": TITLES.get(algorithm, algorithm),
         "dataset": {"title": TITLES.get(config["dataset"]["name"], config["dataset"]["name"])},
         "execution": {"threads": 1, "checkpoint_every": 10, "executor": "sequential", "executor_fallback": None},
+        "mechanism": mechanism or {"engaged": None, "evidence": "baseline",
+                                   "series": {"train.local_steps": {"first": 4.0, "last": 4.0, "mean": 4.0},
+                                              "train.drift": {"first": 0.5, "last": 0.25, "mean": 0.375}}},
     }
     for key in drop:
         summary.pop(key, None)
@@ -82,7 +85,9 @@ def write_golden_results(root: Path) -> Path:
     for seed, final in enumerate([0.70, 0.72, 0.74]):
         write_run(suite, "fedavg", "fmnist", 0.01, seed, [0.1, 0.5, 0.6, final])
     dynafed = write_run(suite, "dynafed", "fmnist", 0.01, 0, [0.1, 0.8, 0.82, 0.85], deviations=DEVIATIONS[1:],
-                        artifacts=["dynafed_synthetic.png"], server_parts={"synthesis": 3.0})
+                        artifacts=["dynafed_synthetic.png"], server_parts={"synthesis": 3.0},
+                        mechanism={"engaged": False, "evidence": "fresh models reach 12.0% (chance 10.0%)",
+                                   "series": {"train.local_steps": {"first": 4.0, "last": 4.0, "mean": 4.0}}})
     from PIL import Image
     Image.new("L", (6, 4), color=128).save(dynafed / "dynafed_synthetic.png")
     write_run(suite, "fedavg", "synthetic", 1.0, 0, [0.1, 0.3, 0.4, 0.5])
@@ -110,7 +115,7 @@ def built(tmp_path_factory):
     return root, out
 
 
-@pytest.mark.parametrize("name", ["main_table.md", "cell_settings.md", "main_table.tex", "best_val_table.md", "paper_comparison.md",
+@pytest.mark.parametrize("name", ["main_table.md", "mechanism.md", "cell_settings.md", "main_table.tex", "best_val_table.md", "paper_comparison.md",
                                   "paper_comparison.tex", "cost_table.md", "excluded_runs.md"])
 def test_tables_match_golden(built, name):
     text = (built[1] / name).read_text(encoding="utf-8")
@@ -162,7 +167,7 @@ def _index_links(out: Path) -> _Links:
 def test_index_links_every_output_and_every_link_resolves(built):
     root, out = built
     parser = _index_links(out)
-    assert parser.sections == ["main", "best-val", "paper", "cost", "cell-settings", "curves", "partitions", "synthetic", "tuned",
+    assert parser.sections == ["main", "mechanism", "best-val", "paper", "cost", "cell-settings", "curves", "partitions", "synthetic", "tuned",
                                "excluded"]
     assert all((out / target).is_file() for target in parser.targets), parser.targets
     linked = set(parser.targets)

@@ -27,7 +27,7 @@ __all__ = [
     "Batch", "ClientUpdate", "ConfigError", "FlatOptimizer", "LocalContext", "LocalResult", "SearchRange",
     "ServerContext",
     "TensorData", "algorithm_names", "bind_flat", "derive_seed", "evaluate", "flat_grad", "get_algorithm",
-    "register", "setting", "unflatten",
+    "register", "series_mean", "setting", "unflatten",
 ]
 
 
@@ -146,6 +146,12 @@ class ServerContext:
     def evaluate(self, model: nn.Module, data: TensorData, batch_size: int = 1000) -> tuple[float, float]:
         """(accuracy, mean cross-entropy) of ``model`` on labelled ``data``; restores the model's mode."""
         return evaluate(model, data, batch_size)
+
+
+def series_mean(series: dict[str, dict[int, float]], key: str) -> float:
+    """Mean over rounds of one diagnostic series (NaN when the run never logged it)."""
+    values = series.get(key, {})
+    return sum(values.values()) / len(values) if values else float("nan")
 
 
 @torch.no_grad()

@@ -31,10 +31,30 @@ from benchmarks.engine.provenance import versions
 from benchmarks.engine.registry import get_algorithm
 from benchmarks.engine.settings import RunConfig, paper_deviations
 from benchmarks.store.rundir import RunDirectory, git_revision, results_root
+from benchmarks.store.schema import ROUNDS_FILE, read_long_csv
 
 
 def sample_clients(rng: np.random.Generator, n_clients: int, per_round: int) -> list[int]:
     return sorted(int(c) for c in rng.choice(n_clients, size=per_round, replace=False))
+
+
+@torch.no_grad()
+def client_drift(global_flat: torch.Tensor, updates) -> float:
+    """Mean L2 distance of the clients' trained parameters from the round's global model: how far local
+    training moved them (the drift FedProx and SCAFFOLD exist to limit)."""
+    return float(torch.stack([(u.params - global_flat).norm() for u in updates]).mean())
+
+
+def mechanism_summary(rows, algorithm) -> dict:
+    """Each diagnostic series of rounds.csv (``train`` drift, local steps, loss and every ``server`` row)
+    as first / last / mean, plus the algorithm's verdict on whether its mechanism engaged."""
+    series: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row.split == "server" or (row.split == "train" and row.metric in ("drift", "local_steps", "loss")):
+            series.setdefault(f"{row.split}.{row.metric}", {})[row.round] = row.value
+    stats = {key: {"first": values[min(values)], "last": values[max(values)],
+                   "mean": sum(values.values()) / len(values)} for key, values in sorted(series.items())}
+    return {"series": stats, **algorithm.mechanism(series)}
 
 
 def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = None, data_dir=None,
@@ -66,6 +86,8 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     except BaseException:
         out.abandon()
         raise
+    out.flush()
+    summary["mechanism"] = mechanism_summary(read_long_csv(out.tmp / ROUNDS_FILE), loop.algorithm)
     summary.update(run_id=out.run_id, suite=suite, config=cfg.experiment_dict(), seed=cfg.seed,
                    execution={**cfg.execution_dict(), **loop.executor.describe()},
                    algorithm_title=loop.algorithm.title, versions=versions(cfg.device),
@@ -175,6 +197,7 @@ class RoundLoop:
         client_config = algorithm.client_config(rnd)
         updates = self.executor.train_round(rnd, clients, self.global_flat, algorithm, client_config)
         client_seconds = time.perf_counter() - client_start
+        drift = client_drift(self.global_flat, updates)
 
         with torch.no_grad():
             self.global_flat.copy_(algorithm.aggregate(rnd, self.global_flat, updates))
@@ -187,6 +210,8 @@ class RoundLoop:
         out.add(rnd, "train", "loss", train_loss)
         out.add(rnd, "train", "samples", samples)
         out.add(rnd, "train", "clients", len(updates))
+        out.add(rnd, "train", "drift", drift)
+        out.add(rnd, "train", "local_steps", sum(u.steps for u in updates) / len(updates))
         for metric, value in sorted(server.diagnostics.items()):
             out.add(rnd, "server", metric, value)
 
