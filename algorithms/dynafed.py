@@ -118,7 +118,8 @@ class DynaFed(FedAvg):
         synthesis = hp.iterations * hp.syn_steps * images * costs.train_sample * UNROLLED_STEP_COST
         finetune_rounds = cfg.rounds - hp.trajectory_length + 1
         finetune = finetune_rounds * hp.distill_epochs * images * costs.train_sample
-        return synthesis + finetune
+        quality = hp.quality_models * hp.quality_epochs * images * costs.train_sample
+        return synthesis + finetune + quality
 
     @property
     def synthesised(self) -> bool:

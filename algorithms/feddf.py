@@ -12,9 +12,15 @@ training images (``dataset.proxy_source``), and the validation split is carved f
 Deliberate deviations from the official code, and choices it leaves open:
 - Proxy data: by default a held-out, unlabelled slice of the run's own training set (spec option (a));
   the official CIFAR-10 runs use CIFAR-100 images, which ``dataset.proxy_source = "cifar100"`` selects.
-- Proxy images are not augmented, so the teachers' outputs are fixed for the whole round: the averaged
-  teacher logits are computed once per round over the proxy set and indexed, instead of re-running every
-  teacher at every step. This changes cost, not the result.
+- Proxy images are not augmented by default, so the teachers' outputs are fixed for the whole round: the
+  averaged teacher logits are computed once per round over the proxy set and indexed, instead of
+  re-running every teacher at every step (this changes cost, not the result). ``augment = true`` applies
+  the official CIFAR augmentation (random crop, padding 4, and horizontal flip) to every batch, and then
+  the teachers run on each augmented batch, as in the official code. On 28x28 Fashion-MNIST the crop
+  shifts by up to 4 pixels too (0.125 of the side, rounded).
+- ``dataset.proxy_source = "unused"`` draws the proxy from training images outside the run's
+  ``train_subset``: unlabelled, disjoint from every client and from the validation split, and far more
+  of them than a slice of a small subset.
 - Batches are cut at exactly ``min(batch_size, proxy size)`` from successive seeded permutations of the
   proxy set (a batch may straddle two permutations).
 - When the step budget is not a multiple of ``eval_every_steps`` the last step is validated too, so there
@@ -34,6 +40,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from algorithms import dsa
 from algorithms.fedavg import FedAvg
 from benchmarks.engine.api import (ClientUpdate, ConfigError, derive_seed, register, SearchRange, series_mean, setting,
                                    TensorData)
@@ -54,6 +61,9 @@ class FedDFParams:
                                                   "accuracy (official README 1000, code default 2000)")
     return_best_model_on_val: bool = setting(False, doc="keep the FedAvg model instead when it validates "
                                                         "better than every distilled student")
+    augment: bool = setting(False, doc="augment proxy batches as the official CIFAR loaders do (random crop "
+                                       "with 4-pixel zero padding, horizontal flip); the teachers then run on "
+                                       "every batch instead of once a round")
 
 
 @dataclass
@@ -73,6 +83,13 @@ def proxy_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
             pending = torch.cat([pending, torch.randperm(n, generator=generator, device=generator.device)])
         yield pending[:size]
         pending = pending[size:]
+
+
+def flip_and_crop(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """RandomCrop(side, padding=4) + RandomHorizontalFlip, as the official FedDF CIFAR transforms, per image
+    from a seeded stream (DSA's crop is the same integer shift with zero fill: 0.125 of 32 is 4 pixels)."""
+    params = dsa.DSAParams()
+    return dsa.flip(dsa.crop(x, gen, params), gen, params)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -176,7 +193,9 @@ class FedDF(FedAvg):
         the best validated student (or, if allowed and better, the initial model) in ``flat``."""
         p = self.params
         x = self.proxy().x
-        targets = self.ensemble_targets(updates, x)
+        # Fixed images give fixed teacher outputs, computed once; augmented ones need the teachers per batch.
+        targets = None if p.augment else self.ensemble_targets(updates, x)
+        augment_gen = self.server.generator("feddf-augment", rnd)
         initial = flat.detach().clone()
         initial_acc = self.val_accuracy(model)
         best_acc, best_step, best = float("-inf"), 0, None
@@ -188,7 +207,11 @@ class FedDF(FedAvg):
         step = 0
         while step < p.distill_steps:
             idx = next(batches)
-            loss = distillation_loss(model(x[idx]), targets[idx], p.temperature)
+            if p.augment:
+                batch = flip_and_crop(x[idx], augment_gen)
+                loss = distillation_loss(model(batch), self.ensemble_targets(updates, batch), p.temperature)
+            else:
+                loss = distillation_loss(model(x[idx]), targets[idx], p.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)

@@ -138,3 +138,38 @@ def test_missing_server_split_is_a_one_line_config_error(tiny, field):
     with pytest.raises(ConfigError, match=f"dataset.{field}") as err:
         config_from_dict(tiny(algorithm="feddf", dataset={field: 0.0}))
     assert "\n" not in str(err.value)
+
+
+def test_unused_proxy_comes_from_outside_the_subset_and_no_client_or_validation_image(tiny):
+    cfg = config_from_dict(tiny(algorithm="feddf", dataset={"train_subset": 600, "proxy_source": "unused",
+                                                             "proxy_fraction": 0.25}))
+    fed = build_federation(cfg.dataset, cfg.partition, torch.device("cpu"))
+    client_pos = np.concatenate([i.numpy() for i in fed.client_indices])
+    proxy = set(fed.proxy_positions.tolist())
+    assert len(proxy) == 300 and fed.proxy.y is None
+    assert not proxy & set(client_pos.tolist()) and not proxy & set(fed.val_positions.tolist())
+    assert torch.equal(fed.proxy.x, fed.train.x[torch.from_numpy(fed.proxy_positions)])
+    assert len(client_pos) + len(fed.val_positions) == 600  # the whole subset stays with clients and validation
+
+
+def test_unused_proxy_needs_a_subset_that_leaves_enough_images(tiny):
+    for dataset in ({"proxy_source": "unused"}, {"proxy_source": "unused", "train_subset": 1100,
+                                                 "proxy_fraction": 0.2}):
+        with pytest.raises(ConfigError, match="dataset.proxy_source: 'unused' asks for") as err:
+            config_from_dict(tiny(algorithm="feddf", dataset=dataset))
+        assert "\n" not in str(err.value)
+
+
+def test_augmented_distillation_is_deterministic_and_differs_from_plain(tiny, tmp_path):
+    from algorithms.feddf import flip_and_crop
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    a, b = (flip_and_crop(x, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(a, b) and a.shape == x.shape
+    rows = {}
+    for augment in (False, True):
+        cfg = config_from_dict(tiny(algorithm="feddf", rounds=2, algorithms={"feddf": {
+            "distill_steps": 4, "eval_every_steps": 2, "augment": augment}}))
+        runs = [run(cfg, suite="t", results=tmp_path / f"{augment}{i}", progress=False) for i in range(2)]
+        assert (runs[0] / "rounds.csv").read_bytes() == (runs[1] / "rounds.csv").read_bytes()
+        rows[augment] = (runs[0] / "rounds.csv").read_bytes()
+    assert rows[False] != rows[True]

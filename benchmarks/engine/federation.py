@@ -6,7 +6,7 @@ set is kept apart and handed only to the runner's final evaluation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -98,10 +98,21 @@ def build_federation(data: DatasetConfig, p: PartitionConfig, device: torch.devi
     train_x = normalise(ds.train_x, ds.mean, ds.std, device)
     train_y = ds.train_y.to(device)
     val = TensorData(train_x[torch.from_numpy(val_pos).to(device)], train_y[torch.from_numpy(val_pos).to(device)])
+    if data.proxy_source == "unused":
+        proxy_pos = _unused_positions(len(labels), positions, data.proxy_fraction, p.seed)
+        data = replace(data, proxy_source="train")  # taken from this run's own training tensor, as a slice
     proxy = _proxy_data(data, p.seed, ds, train_x, proxy_pos, device)
     test = TensorData(normalise(ds.test_x, ds.mean, ds.std, device), ds.test_y.to(device)) if eval_test else None
     clients = [torch.from_numpy(cp).long() for cp in client_positions]
     return Federation(ds, TensorData(train_x, train_y), clients, val, proxy, test, stats, proxy_pos, val_pos)
+
+
+def _unused_positions(n_train: int, subset: np.ndarray, fraction: float, pseed: int) -> np.ndarray:
+    """Sorted positions of ``fraction`` x ``n_train`` training images outside the run's subset: no client
+    and no validation image is among them."""
+    unused = np.setdiff1d(np.arange(n_train), subset)
+    rng = np.random.default_rng(derive_seed(pseed, "unused-proxy"))
+    return np.sort(rng.choice(unused, size=int(round(fraction * n_train)), replace=False))
 
 
 def _proxy_data(data: DatasetConfig, pseed: int, ds: Dataset, train_x: torch.Tensor, proxy_pos: np.ndarray,

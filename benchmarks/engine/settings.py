@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.core.typed import ConfigError, SearchRange, setting, to_dict
-from benchmarks.data.datasets import DATASET_NAMES, REAL_DATASETS
+from benchmarks.data.datasets import DATASET_NAMES, DATASETS, REAL_DATASETS
 from benchmarks.data.partition import SCHEMES
 from benchmarks.models import MODEL_NAMES
 
@@ -33,9 +33,11 @@ class DatasetConfig:
                                                            "the training set before partitioning")
     proxy_fraction: float = setting(0.05, ge=0.0, lt=1.0, doc="unlabelled server proxy split (FedDF), carved "
                                                              "from the training set before partitioning")
-    proxy_source: str = setting("train", choices=("train",) + REAL_DATASETS,
-                                doc="'train' = the held-out proxy slice; a dataset name = that dataset's "
-                                    "training images (e.g. cifar100 for cifar10). The test set is never allowed")
+    proxy_source: str = setting("train", choices=("train", "unused") + REAL_DATASETS,
+                                doc="'train' = the held-out proxy slice; 'unused' = training images outside "
+                                    "train_subset (disjoint from clients and validation), proxy_fraction of the "
+                                    "whole training set of them; a dataset name = that dataset's training images "
+                                    "(e.g. cifar100 for cifar10). The test set is never allowed")
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,13 @@ def validate_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError(f"clients.momentum: {c.momentum} applies only to clients.optimizer 'sgd'")
     if cfg.dataset.val_fraction + cfg.dataset.proxy_fraction >= 0.9:
         raise ConfigError("dataset.val_fraction + dataset.proxy_fraction: must leave clients at least 10% of the data")
+    if cfg.dataset.proxy_source == "unused":
+        facts = DATASETS[cfg.dataset.name].facts
+        wanted = round(cfg.dataset.proxy_fraction * facts.train_size)
+        unused = facts.train_size - cfg.dataset.train_subset if cfg.dataset.train_subset else 0
+        if not 0 < wanted <= unused:
+            raise ConfigError(f"dataset.proxy_source: 'unused' asks for {wanted} of the {unused} training images "
+                              "outside dataset.train_subset; set train_subset > 0 and proxy_fraction to fit")
     if cfg.dataset.proxy_source == cfg.dataset.name:
         raise ConfigError(f"dataset.proxy_source: {cfg.dataset.name!r} is the run's own dataset; use 'train' "
                           "for its held-out slice")

@@ -48,6 +48,9 @@ def cell_work(cfg: RunConfig) -> CellWork:
     if cfg.dataset.proxy_source == "train":
         proxy = round(cfg.dataset.proxy_fraction * train)
         pool = train - val - proxy
+    elif cfg.dataset.proxy_source == "unused":
+        proxy = round(cfg.dataset.proxy_fraction * facts.train_size)
+        pool = train - val
     else:
         proxy = round(cfg.dataset.proxy_fraction * DATASET_FACTS[cfg.dataset.proxy_source].train_size)
         pool = train - val
