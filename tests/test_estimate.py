@@ -47,12 +47,14 @@ def test_dynafed_adds_synthesis_once_and_finetuning_after_it(tiny):
     from algorithms.dynafed import UNROLLED_STEP_COST
     data = tiny(rounds=6, algorithm="dynafed")
     data["algorithms"] = {"dynafed": {"trajectory_length": 4, "expert_epochs": 1, "least_ave_num": 1,
-                                      "iterations": 7, "syn_steps": 3, "ipc": 2, "distill_epochs": 5}}
+                                      "iterations": 7, "syn_steps": 3, "ipc": 2, "distill_epochs": 5,
+                                      "quality_models": 2, "quality_epochs": 4}}
     extra = cell_seconds(config_from_dict(data), COSTS) - cell_seconds(config_from_dict(tiny(rounds=6)), COSTS)
     images = 2 * 10
     synthesis = 7 * 3 * images * 1e-3 * UNROLLED_STEP_COST
     finetune = 3 * 5 * images * 1e-3  # synthesis before round 4, fine-tuning in rounds 4, 5, 6
-    assert extra == pytest.approx(synthesis + finetune)
+    quality = 2 * 4 * images * 1e-3  # the diagnostic's fresh models on the synthetic set
+    assert extra == pytest.approx(synthesis + finetune + quality)
 
 
 def test_wall_time_is_total_over_jobs_but_never_below_the_longest_run():
