@@ -61,6 +61,9 @@ class FedDFParams:
                                                   "accuracy (official README 1000, code default 2000)")
     return_best_model_on_val: bool = setting(False, doc="keep the FedAvg model instead when it validates "
                                                         "better than every distilled student")
+    teacher_eval_every: int = setting(1, ge=1, doc="diagnostic: score the ensemble teacher on the validation "
+                                                   "split every k rounds (and the last); it costs a forward of "
+                                                   "every client model over the split")
     augment: bool = setting(False, doc="augment proxy batches as the official CIFAR loaders do (random crop "
                                        "with 4-pixel zero padding, horizontal flip); the teachers then run on "
                                        "every batch instead of once a round")
@@ -132,7 +135,8 @@ class FedDF(FedAvg):
         with self.server.timed("distill"):
             result = self.distill(rnd, global_model, global_flat, updates)
         self.server.log("distill_steps", result.steps)
-        self.server.log("distill_teacher_val_accuracy", self.teacher_val_accuracy(updates))
+        if rnd % self.params.teacher_eval_every == 0 or rnd == self.server.rounds:
+            self.server.log("distill_teacher_val_accuracy", self.teacher_val_accuracy(updates))
         self.server.log("distill_initial_val_accuracy", result.initial_accuracy)
         self.server.log("distill_best_val_accuracy", result.best_accuracy)
         if self.params.return_best_model_on_val:
