@@ -123,7 +123,8 @@ class FedDF(FedAvg):
         # Early stopping can only cut the budget short; where it fires is not known before the run, so
         # this assumes (unmeasured) at most two patience windows.
         steps = min(p.distill_steps, 2 * p.patience_steps)
-        per_round = (work.clients_per_round * work.proxy_size * costs.forward_sample
+        teacher_diagnostic = work.clients_per_round * work.val_size * costs.forward_sample / p.teacher_eval_every
+        per_round = (teacher_diagnostic + work.clients_per_round * work.proxy_size * costs.forward_sample
                      + steps * p.batch_size * costs.train_sample
                      + (steps // p.eval_every_steps + 1) * work.val_size * costs.forward_sample)
         return cfg.rounds * per_round
@@ -155,12 +156,14 @@ class FedDF(FedAvg):
         before = series.get("server.distill_initial_val_accuracy", {})
         if not teacher:
             return {"engaged": False, "evidence": "no distillation ran"}
-        wins = sum(teacher[r] > before.get(r, float("inf")) for r in teacher)
-        return {"engaged": wins * 2 > len(teacher),
-                "evidence": f"teacher beat the student before distillation in {wins} of {len(teacher)} rounds; "
-                            f"validation accuracy: teacher {100 * series_mean(series, 'server.distill_teacher_val_accuracy'):.1f}%, "
-                            f"student before {100 * series_mean(series, 'server.distill_initial_val_accuracy'):.1f}%, "
-                            f"after {100 * series_mean(series, 'server.distill_best_val_accuracy'):.1f}% (means)"}
+        after = series.get("server.distill_best_val_accuracy", {})
+        rounds = sorted(teacher)
+        wins = sum(teacher[r] > before.get(r, float("inf")) for r in rounds)
+        mean = (lambda s: 100 * sum(s.get(r, float("nan")) for r in rounds) / len(rounds))  # noqa: E731
+        return {"engaged": wins * 2 > len(rounds),
+                "evidence": f"teacher beat the student before distillation in {wins} of the {len(rounds)} rounds "
+                            f"it was scored in; there, validation accuracy: teacher {mean(teacher):.1f}%, student "
+                            f"before {mean(before):.1f}%, after {mean(after):.1f}% (means)"}
 
     def teacher_model(self):
         """One scratch model reused for every teacher; built under a forked RNG so the global stream is

@@ -35,11 +35,12 @@ def test_feddf_adds_teachers_distillation_and_validation(tiny):
     base = cell_seconds(config_from_dict(tiny(rounds=2)), COSTS)
     data["algorithms"] = {"feddf": {"distill_steps": 50, "eval_every_steps": 10, "patience_steps": 100,
                                     "batch_size": 8}}
-    per_round = 3 * 120 * 1e-4 + 50 * 8 * 1e-3 + 6 * 120 * 1e-4
+    teacher = 3 * 120 * 1e-4  # the teacher-vs-student diagnostic: every client model over validation
+    per_round = teacher + 3 * 120 * 1e-4 + 50 * 8 * 1e-3 + 6 * 120 * 1e-4
     assert cell_seconds(config_from_dict(data), COSTS) - base == pytest.approx(2 * per_round)
     # early stopping bounds the budget: 10,000 steps with patience 100 count as 200
     data["algorithms"]["feddf"]["distill_steps"] = 10_000
-    capped = 3 * 120 * 1e-4 + 200 * 8 * 1e-3 + 21 * 120 * 1e-4
+    capped = teacher + 3 * 120 * 1e-4 + 200 * 8 * 1e-3 + 21 * 120 * 1e-4
     assert cell_seconds(config_from_dict(data), COSTS) - base == pytest.approx(2 * capped)
 
 
