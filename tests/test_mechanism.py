@@ -1,0 +1,51 @@
+"""Each algorithm's mechanism verdict on hand-made diagnostic series: the rules the report's mechanism
+table relies on (engaged true, false, or None where there is nothing to judge)."""
+from __future__ import annotations
+
+import types
+
+from algorithms.dynafed import DynaFed
+from algorithms.fedavg import FedAvg
+from algorithms.feddf import FedDF
+from algorithms.fedgen import FedGen
+from algorithms.fedprox import FedProx
+
+
+def _judge(cls, series, num_classes=10):
+    algorithm = cls.__new__(cls)  # the verdict reads only the series and the class count
+    algorithm.server = types.SimpleNamespace(num_classes=num_classes)
+    return algorithm.mechanism(series)
+
+
+def test_fedavg_is_the_baseline():
+    assert _judge(FedAvg, {"train.drift": {1: 2.0}, "train.local_steps": {1: 4.0}})["engaged"] is None
+
+
+def test_fedprox_needs_a_penalty_of_one_percent_of_the_loss():
+    loss = {"train.loss": {1: 1.0, 2: 1.0}, "train.local_steps": {1: 23.0, 2: 23.0}}
+    assert _judge(FedProx, {**loss, "server.proximal_penalty": {1: 0.02, 2: 0.02}})["engaged"] is True
+    assert _judge(FedProx, {**loss, "server.proximal_penalty": {1: 0.001, 2: 0.001}})["engaged"] is False
+
+
+def test_feddf_needs_a_teacher_better_than_the_student_in_most_scored_rounds():
+    before = {"server.distill_initial_val_accuracy": {r: 0.5 for r in range(1, 11)},
+              "server.distill_best_val_accuracy": {r: 0.5 for r in range(1, 11)}}
+    good = _judge(FedDF, {**before, "server.distill_teacher_val_accuracy": {5: 0.6, 10: 0.6}})
+    bad = _judge(FedDF, {**before, "server.distill_teacher_val_accuracy": {5: 0.4, 10: 0.6}})
+    assert good["engaged"] is True and bad["engaged"] is False
+    assert "1 of the 2 rounds" in bad["evidence"]
+    assert _judge(FedDF, before)["engaged"] is False  # never scored: nothing ran
+
+
+def test_fedgen_needs_generator_accuracy_of_twice_chance():
+    assert _judge(FedGen, {"server.generator_teacher_accuracy": {1: 0.1, 2: 0.25}})["engaged"] is True
+    assert _judge(FedGen, {"server.generator_teacher_accuracy": {1: 0.9, 2: 0.15}})["engaged"] is False
+
+
+def test_dynafed_needs_a_synthetic_set_that_trains_models_to_twice_chance():
+    synthesis = {"server.synthesis_loss_start": {8: 0.99}, "server.synthesis_loss_end": {8: 0.96},
+                 "server.label_top_probability": {8: 0.9}, "server.label_distinct_argmax": {8: 9.0}}
+    assert _judge(DynaFed, {**synthesis, "server.synthetic_only_val_accuracy": {8: 0.57}})["engaged"] is True
+    assert _judge(DynaFed, {**synthesis, "server.synthetic_only_val_accuracy": {8: 0.127}})["engaged"] is False
+    assert _judge(DynaFed, synthesis)["engaged"] is None  # quality not measured
+    assert _judge(DynaFed, {})["engaged"] is False  # synthesis never ran
