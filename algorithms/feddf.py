@@ -137,7 +137,9 @@ class FedDF(FedAvg):
             result = self.distill(rnd, global_model, global_flat, updates)
         self.server.log("distill_steps", result.steps)
         if rnd % self.params.teacher_eval_every == 0 or rnd == self.server.rounds:
-            self.server.log("distill_teacher_val_accuracy", self.teacher_val_accuracy(updates))
+            with self.server.timed("teacher_diagnostic"):
+                teacher = self.teacher_val_accuracy(updates)
+            self.server.log("distill_teacher_val_accuracy", teacher)
         self.server.log("distill_initial_val_accuracy", result.initial_accuracy)
         self.server.log("distill_best_val_accuracy", result.best_accuracy)
         if self.params.return_best_model_on_val:

@@ -98,7 +98,7 @@ optimizer = "sgd"
 """)
     from benchmarks.experiments.suites import load_suite
     from benchmarks.experiments.sweep import run_sweep
-    from benchmarks.store.rundir import read_summary
+    from benchmarks.store.schema import read_summary
     dirs = run_sweep(load_suite(str(suite)), progress=False)
     statuses = sorted(read_summary(d)["status"] for d in dirs)
     assert statuses == ["complete", "diverged"]

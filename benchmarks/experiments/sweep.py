@@ -12,7 +12,8 @@ from pathlib import Path
 
 from benchmarks.experiments.config import RunConfig, config_from_dict
 from benchmarks.store.rundir import RunDirectory, results_root
-from benchmarks.store.schema import is_complete, read_summary, summary_value
+from benchmarks.core.dotted import get_dotted
+from benchmarks.store.schema import is_complete, read_summary
 from benchmarks.experiments.suites import Suite
 
 
@@ -77,15 +78,15 @@ def summary_table(run_dirs: list[Path]) -> str:
         if not is_complete(d):
             continue
         s = read_summary(d)
-        col = (summary_value(s, "config.dataset.name"), summary_value(s, "config.partition.alpha"))
-        algo = summary_value(s, "config.algorithm")
+        col = (get_dotted(s, "config.dataset.name", None), get_dotted(s, "config.partition.alpha", None))
+        algo = get_dotted(s, "config.algorithm", None)
         if col not in columns:
             columns.append(col)
         if algo not in algos:
             algos.append(algo)
-        acc = summary_value(s, "final.test_accuracy")
+        acc = get_dotted(s, "final.test_accuracy", None)
         cells.setdefault((algo, col), []).append(float("nan") if acc is None else acc)
-        speed.setdefault(algo, []).append(summary_value(s, "timing.mean_round_seconds"))
+        speed.setdefault(algo, []).append(get_dotted(s, "timing.mean_round_seconds", None))
     columns.sort()
     header = ["algorithm"] + [f"{ds} a={a:g}" for ds, a in columns] + ["s/round"]
     rows = [header]

@@ -13,10 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from benchmarks.store.schema import (CONFIG_FILE, ROUNDS_FILE, SCHEMA, SUMMARY_FILE, TIMINGS_FILE, format_row,
-                                     header_line, read_summary)
+                                     header_line)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-__all__ = ["REPO_ROOT", "ResultsError", "RunDirectory", "git_revision", "read_summary", "results_root"]
 
 
 class ResultsError(RuntimeError):

@@ -93,11 +93,6 @@ def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / SUMMARY_FILE).is_file()
 
 
-def summary_value(summary: dict, key: str, default=None):
-    """A dotted key of a summary (``final.test_accuracy``, ``config.partition.alpha``)."""
-    return get_dotted(summary, key, default)
-
-
 def curve(rows: list[Row], split: str, metric: str) -> dict[int, float]:
     """round -> value of one (split, metric) series."""
     return {r.round: r.value for r in rows if r.split == split and r.metric == metric}
