@@ -298,6 +298,29 @@ def test_avgpool2_matches_torch_avgpool_on_even_and_odd_sizes():
         assert torch.allclose(AvgPool2()(x), F.avg_pool2d(x, 2), atol=1e-6)
 
 
+def test_avgpool2_hand_written_gradient_is_bitwise_the_slice_form_and_twice_differentiable():
+    """The custom gradient must not move a bit of ordinary training (committed results stay
+    reproducible), must be right to second order (DynaFed differentiates through it twice) and must
+    run under vmap (the vectorised executor)."""
+    from benchmarks.models import AvgPool2
+
+    def slices(x):
+        return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    upstream = torch.randn(4, 8, 8, 8)
+    assert torch.equal(AvgPool2()(x), slices(x))
+    assert torch.equal(torch.autograd.grad(AvgPool2()(x), x, upstream)[0],
+                       torch.autograd.grad(slices(x), x, upstream)[0])
+    odd = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(AvgPool2(), (odd,))
+    assert torch.autograd.gradgradcheck(AvgPool2(), (odd,))
+    batch = torch.randn(3, 2, 4, 8, 8)
+    per_sample = torch.func.vmap(torch.func.grad(lambda t: AvgPool2()(t).pow(2).sum()))(batch)
+    reference = torch.stack([torch.func.grad(lambda t: slices(t).pow(2).sum())(b) for b in batch])
+    assert torch.equal(per_sample, reference)
+
+
 def test_execution_settings_reuse_the_finished_run(tiny, results_dir):
     """threads and checkpoint_every cannot change a number, so they are not part of the run id: a rerun
     with other values finds the finished run instead of making a second one."""

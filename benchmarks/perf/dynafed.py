@@ -13,6 +13,18 @@ width-128 CIFAR-100 case (1500 images, 20 steps) is for a large GPU; on a CPU me
 and faults them in again every step; preloading tcmalloc roughly halves CPU time at width 128.
 
 ``python -m benchmarks.perf.dynafed --widths 32 --settings 10x15 --iterations 2``
+
+What was tried to make an iteration cheaper (issue B.3; ConvNet-32, 100 CIFAR-shaped images, 10 unrolled
+steps, one thread, tcmalloc, this 2-core AMD EPYC host while a sweep loaded both cores, old and new
+alternated in one process): 3.9-4.4 CPU s per iteration before.
+- AvgPool2's hand-written gradient (``benchmarks.models._Pool2x2``): 1.10x (4.10 -> 3.74 s) and 1.17x
+  (4.05 -> 3.47 s) in two runs;
+  ``hetbench perf --dynafed --compare-pooling`` repeats the measurement;
+- torch.compile of the inner step (``torch.func.grad`` inside the compiled function): 226 s to compile,
+  then 4.30 s against eager's 3.94 s, so slower;
+- channels_last synthetic images: 4.07 s against 3.88 s, slower; oneDNN off: 5.2 s against 3.9 s.
+The rest is convolution and its double backward (41% of the time) and GroupNorm's double backward
+(14%), which only fewer or smaller convolutions would cut; the 2x asked for was not reached on a CPU.
 """
 from __future__ import annotations
 
@@ -26,7 +38,7 @@ import torch
 from algorithms.dynafed import DynaFedParams
 from algorithms.trajectory_matching import SyntheticSet, TrajectoryMatcher
 from benchmarks.engine.flat import bind_flat
-from benchmarks.models import ConvNet
+from benchmarks.models import AvgPool2, ConvNet
 
 SHAPE = (3, 32, 32)
 
@@ -83,6 +95,55 @@ def measure(width: int, num_classes: int, ipc: int, iterations: int, syn_steps: 
             "seconds_per_iteration": (time.perf_counter() - start) / iterations,
             "cpu_seconds_per_iteration": (time.process_time() - cpu_start) / iterations, "peak_mb": peak,
             "parameters": len(flat)}
+
+
+def _slice_pooling(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every AvgPool2 replaced by the plain autograd form it had before the hand-written
+    gradient (same forward values)."""
+
+    class SlicePool(torch.nn.Module):
+        def forward(self, x):
+            h, w = x.shape[-2], x.shape[-1]
+            x = x[..., :h - h % 2, :w - w % 2]
+            return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, AvgPool2):
+                setattr(module, child_name, SlicePool())
+    return model
+
+
+def compare_pooling(width: int = 32, num_classes: int = 10, ipc: int = 10, iterations: int = 3,
+                    syn_steps: int = 10, snapshots: int = 8) -> dict:
+    """CPU seconds per iteration with AvgPool2's autograd-through-slices gradient and with its
+    hand-written one, alternated iteration by iteration so host drift hits both alike."""
+    device = torch.device("cpu")
+    hp = DynaFedParams(ipc=ipc, syn_steps=syn_steps, trajectory_length=snapshots)
+    matchers = {}
+    for variant in ("slices", "hand-written"):
+        gen = torch.Generator().manual_seed(0)
+        model = ConvNet(SHAPE, num_classes, width=width, depth=3)
+        if variant == "slices":
+            model = _slice_pooling(model)
+        flat = bind_flat(model)
+        trajectory = flat.detach() + 0.01 * torch.randn((snapshots, len(flat)), generator=gen).cumsum(0)
+        syn = SyntheticSet.initial(num_classes, ipc, SHAPE, hp.syn_lr_init, hp.label_init, gen, device)
+        matchers[variant] = TrajectoryMatcher(model, trajectory, syn, hp, gen)
+        matchers[variant].step()  # warm-up
+    seconds = {variant: 0.0 for variant in matchers}
+    for _ in range(iterations):
+        for variant, matcher in matchers.items():
+            start = time.process_time()
+            matcher.step()
+            seconds[variant] += time.process_time() - start
+    per_iteration = {variant: total / iterations for variant, total in seconds.items()}
+    print(f"DynaFed synthesis, ConvNet-{width}, {num_classes * ipc} images, {syn_steps} unrolled steps, "
+          f"{torch.get_num_threads()} thread(s): CPU s per iteration, mean of {iterations}")
+    for variant, value in per_iteration.items():
+        print(f"  AvgPool2 gradient {variant:>12}: {value:.3f}")
+    print(f"  speed-up: {per_iteration['slices'] / per_iteration['hand-written']:.2f}x")
+    return per_iteration
 
 
 def main(widths=(32, 128), settings=((10, 15), (100, 15)), iterations: int = 2, syn_steps: int = 20,
