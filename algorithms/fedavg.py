@@ -10,6 +10,8 @@ client side (run by the executor, sequentially or vectorised)
 - ``init_client_state(client_id, flat)``: a client's persistent state, tensors created the first time
   it is sampled, kept across rounds, checkpointed and stacked under vmap like optimizer state;
 - ``local_loss(model, batch, ctx)``: the objective of one minibatch step (``ctx.config``, ``ctx.state``);
+- ``step_correction(config, state)``: a displacement applied after every optimizer step, outside the
+  optimizer, as ``params -= lr * correction`` (SCAFFOLD's control-variate correction); None for none;
 - ``finish_client(result)``: after the last step; may update ``result.state`` and returns the payload
   the client sends back beyond its parameters;
 server side, after the clients
@@ -77,6 +79,12 @@ class FedAvg:
 
     def local_loss(self, model: nn.Module, batch: Batch, ctx: LocalContext) -> torch.Tensor:
         return F.cross_entropy(model(batch.x), batch.y)
+
+    def step_correction(self, config: dict, state: dict) -> torch.Tensor | None:
+        """Subtracted, times the client learning rate, from the parameters after every local optimizer
+        step, so optimizers' momentum and normalisation never see it. Must broadcast: under the vectorised
+        executor ``state`` holds (clients, ...) rows. FedAvg corrects nothing."""
+        return None
 
     def finish_client(self, result: LocalResult) -> dict[str, torch.Tensor]:
         """After a client's last local step: update ``result.state`` in place if the algorithm keeps one,

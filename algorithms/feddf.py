@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from algorithms import dsa
 from algorithms.fedavg import FedAvg
-from benchmarks.engine.api import (ClientUpdate, ConfigError, derive_seed, register, SearchRange, series_mean, setting,
+from benchmarks.engine.api import (ClientUpdate, ConfigError, register, SearchRange, series_mean, setting,
                                    TensorData)
 
 
@@ -104,10 +104,6 @@ class FedDF(FedAvg):
     Params = FedDFParams
     tiny_budget = {"distill_steps": 6, "eval_every_steps": 3}
 
-    def __init__(self, params, server):
-        super().__init__(params, server)
-        self._teacher = None
-
     @classmethod
     def validate(cls, cfg) -> None:
         if cfg.dataset.proxy_fraction <= 0:
@@ -168,13 +164,8 @@ class FedDF(FedAvg):
                             f"before {mean(before):.1f}%, after {mean(after):.1f}% (means)"}
 
     def teacher_model(self):
-        """One scratch model reused for every teacher; built under a forked RNG so the global stream is
-        untouched (its initial weights are always overwritten)."""
-        if self._teacher is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.server.seed, "feddf-teacher"))
-                self._teacher = self.server.make_model()
-        return self._teacher
+        """One scratch model reused for every teacher."""
+        return self.server.scratch_model("feddf-teacher")
 
     @torch.no_grad()
     def ensemble_targets(self, updates: list[ClientUpdate], x: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,10 @@ def test_vectorised_equals_sequential_or_declared_opt_out(tiny, tmp_path, name):
     reason = get_algorithm(name).vectorised_opt_out
     if reason:
         pytest.skip(f"{name} declares it cannot run vectorised: {reason}")
-    check_vectorised_equals_sequential(tiny, name, tmp_path)
+    # The FedAvg CNN, not the ConvNet: the ConvNet's conv biases feed a per-channel norm, so their true
+    # gradient is zero and Adam turns the executors' rounding differences into full-size steps on them
+    # (test_vectorised.CASES); SCAFFOLD's option II then divides those steps by K * lr.
+    check_vectorised_equals_sequential(tiny, name, tmp_path, model={"name": "cnn", "width": 8})
 
 
 def test_every_algorithm_declares_a_title_and_valid_tiny_budget(tiny):

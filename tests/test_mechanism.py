@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import types
 
+from algorithms.abavg import ABAvg
 from algorithms.dynafed import DynaFed
 from algorithms.fedavg import FedAvg
 from algorithms.feddf import FedDF
 from algorithms.fedgen import FedGen
 from algorithms.fedprox import FedProx
+from algorithms.scaffold import Scaffold
 
 
 def _judge(cls, series, num_classes=10):
@@ -49,3 +51,16 @@ def test_dynafed_needs_a_synthetic_set_that_trains_models_to_twice_chance():
     assert _judge(DynaFed, {**synthesis, "server.synthetic_only_val_accuracy": {8: 0.127}})["engaged"] is False
     assert _judge(DynaFed, synthesis)["engaged"] is None  # quality not measured
     assert _judge(DynaFed, {})["engaged"] is False  # synthesis never ran
+
+
+def test_scaffold_needs_a_correction_of_five_percent_of_the_update_after_round_one():
+    assert _judge(Scaffold, {"server.scaffold_correction_share": {1: 0.0, 2: 0.08, 3: 0.06}})["engaged"] is True
+    assert _judge(Scaffold, {"server.scaffold_correction_share": {1: 0.0, 2: 0.01, 3: 0.02}})["engaged"] is False
+    assert _judge(Scaffold, {"server.scaffold_correction_share": {1: 0.0}})["engaged"] is False
+
+
+def test_abavg_needs_weights_that_differ_by_a_tenth_of_the_mean():
+    accuracy = {"server.abavg_accuracy_min": {1: 0.3}, "server.abavg_accuracy_max": {1: 0.5}}
+    assert _judge(ABAvg, {**accuracy, "server.abavg_weight_spread": {1: 0.5}})["engaged"] is True
+    assert _judge(ABAvg, {**accuracy, "server.abavg_weight_spread": {1: 0.02}})["engaged"] is False
+    assert _judge(ABAvg, {})["engaged"] is False

@@ -117,11 +117,21 @@ class ServerContext:
     std: tuple[float, ...] = (1.0,)
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
+    _scratch: dict = field(default_factory=dict, repr=False)
 
     def make_model(self) -> tuple[nn.Module, torch.Tensor]:
         """A fresh model of the run's architecture bound to a flat vector (load a state into it)."""
         model = self.build_model().to(self.device)
         return model, bind_flat(model)
+
+    def scratch_model(self, key: str) -> tuple[nn.Module, torch.Tensor]:
+        """One reusable model per ``key`` to load client parameters into (teachers, scoring). Built under a
+        forked RNG so the run's global stream is untouched; its initial weights are always overwritten."""
+        if key not in self._scratch:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, key))
+                self._scratch[key] = self.make_model()
+        return self._scratch[key]
 
     def generator(self, *keys) -> torch.Generator:
         """A torch generator seeded from the run seed and ``keys``: same keys, same stream."""

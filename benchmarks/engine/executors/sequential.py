@@ -124,6 +124,10 @@ class SequentialExecutor:
             loss = algorithm.local_loss(self.model, batch, ctx)
             grad = flat_grad(loss, self.params)
             self.optimizer.step(self.flat, grad, state)
+            correction = algorithm.step_correction(config, algo_state)
+            if correction is not None:
+                with torch.no_grad():
+                    self.flat.sub_(correction, alpha=self.optimizer.lr)
             loss_sum += loss.item()
             seen += len(idx)
             label_counts += torch.bincount(self.train.y[idx_dev].cpu(), minlength=self.num_classes)

@@ -283,6 +283,9 @@ class VectorisedExecutor:
             grads, loss = step(rows, x, y, state_rows)
             row_state = {key: value.index_select(0, group.rows) for key, value in stacked.items()}
             self.optimizer.step(rows, grads, row_state, group.scalars)
+            correction = algorithm.step_correction(config, state_rows)  # (P,) - (G, P) broadcasts per client
+            if correction is not None:
+                rows.sub_(correction, alpha=self.optimizer.flat.lr)
             params.index_copy_(0, group.rows, rows)
             for key, value in row_state.items():
                 stacked[key].index_copy_(0, group.rows, value)
