@@ -103,6 +103,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
 class FedDF(FedAvg):
     Params = FedDFParams
     tiny_budget = {"distill_steps": 6, "eval_every_steps": 3}
+    # The student's validation accuracy after distillation, as the mechanism verdict reads it.
+    AFTER_KEY = "server.distill_best_val_accuracy"
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -154,7 +156,7 @@ class FedDF(FedAvg):
         before = series.get("server.distill_initial_val_accuracy", {})
         if not teacher:
             return {"engaged": False, "evidence": "no distillation ran"}
-        after = series.get("server.distill_best_val_accuracy", {})
+        after = series.get(self.AFTER_KEY, {})
         rounds = sorted(teacher)
         wins = sum(teacher[r] > before.get(r, float("inf")) for r in rounds)
         mean = (lambda s: 100 * sum(s.get(r, float("nan")) for r in rounds) / len(rounds))  # noqa: E731

@@ -64,3 +64,12 @@ def test_abavg_needs_weights_that_differ_by_a_tenth_of_the_mean():
     assert _judge(ABAvg, {**accuracy, "server.abavg_weight_spread": {1: 0.5}})["engaged"] is True
     assert _judge(ABAvg, {**accuracy, "server.abavg_weight_spread": {1: 0.02}})["engaged"] is False
     assert _judge(ABAvg, {})["engaged"] is False
+
+
+def test_fedbe_judges_its_teacher_like_feddf_with_its_final_student():
+    from algorithms.fedbe import FedBE
+    before = {"server.distill_initial_val_accuracy": {5: 0.5, 10: 0.5},
+              "server.distill_final_val_accuracy": {5: 0.55, 10: 0.56}}
+    good = _judge(FedBE, {**before, "server.distill_teacher_val_accuracy": {5: 0.6, 10: 0.6}})
+    assert good["engaged"] is True and "after 55.5%" in good["evidence"]
+    assert _judge(FedBE, {**before, "server.distill_teacher_val_accuracy": {5: 0.4, 10: 0.45}})["engaged"] is False
