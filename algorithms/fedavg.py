@@ -2,6 +2,9 @@
 
 An algorithm overrides only what differs from FedAvg. The hooks, in the order a round calls them:
 
+once, before round 1
+- ``client_summary(client_id, x, y)``: what a client shares with the server from its own data, only for algorithms
+  that set ``shares_client_data`` (FedMix's mean images); ``receive_client_summaries(summaries)``;
 server side, before the clients
 - ``before_round(rnd, model, flat)``: server work at the start of a round (DynaFed's synthesis);
 - ``client_config(rnd)``: what every client of the round receives besides the global parameters
@@ -51,6 +54,9 @@ class FedAvg:
     # Why the vectorised executor cannot train this algorithm's clients, if it cannot (None: it can, and
     # the conformance test holds it to the sequential executor's numbers).
     vectorised_opt_out: str | None = None
+    # Whether clients share a summary of their data with the server before round 1 (a privacy
+    # relaxation FedAvg does not make); the runner then calls client_summary for every client.
+    shares_client_data: bool = False
 
     def __init__(self, params, server: ServerContext):
         self.params = params
@@ -90,6 +96,14 @@ class FedAvg:
         """After a client's last local step: update ``result.state`` in place if the algorithm keeps one,
         and return the payload the client sends back besides its parameters (``ClientUpdate.payload``)."""
         return {}
+
+    def client_summary(self, client_id: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What one client shares from its whole local data (``x``, ``y``) before round 1; called only
+        when ``shares_client_data`` is set."""
+        return {}
+
+    def receive_client_summaries(self, summaries: list[dict[str, torch.Tensor]]) -> None:
+        """Every client's ``client_summary``, in client order, on start and on resume."""
 
     # ---- server side -------------------------------------------------------------------------
     def setup(self, global_model: nn.Module, global_flat: torch.Tensor) -> None:

@@ -73,3 +73,12 @@ def test_fedbe_judges_its_teacher_like_feddf_with_its_final_student():
     good = _judge(FedBE, {**before, "server.distill_teacher_val_accuracy": {5: 0.6, 10: 0.6}})
     assert good["engaged"] is True and "after 55.5%" in good["evidence"]
     assert _judge(FedBE, {**before, "server.distill_teacher_val_accuracy": {5: 0.4, 10: 0.45}})["engaged"] is False
+
+
+def test_fedmix_needs_the_shared_means_to_carry_two_percent_of_the_loss():
+    from algorithms.fedmix import FedMix, FedMixParams
+    algorithm = FedMix.__new__(FedMix)
+    algorithm.params = FedMixParams()
+    assert algorithm.mechanism({"server.fedmix_mix_share": {1: 0.05, 2: 0.06}})["engaged"] is True
+    assert algorithm.mechanism({"server.fedmix_mix_share": {1: 0.001, 2: 0.002}})["engaged"] is False
+    assert algorithm.mechanism({})["engaged"] is False

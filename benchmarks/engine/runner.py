@@ -119,6 +119,10 @@ class RoundLoop:
                                     build_model=new_model, seed=derive_seed(cfg.seed, "server", cfg.algorithm),
                                     mean=tuple(fed.dataset.mean), std=tuple(fed.dataset.std))
         self.algorithm = get_algorithm(cfg.algorithm)(cfg.hparams, self.server)
+        if self.algorithm.shares_client_data:  # deterministic from the data, so redone on resume
+            local = [idx.to(fed.train.x.device) for idx in fed.client_indices]
+            self.algorithm.receive_client_summaries([self.algorithm.client_summary(cid, fed.train.x[idx], fed.train.y[idx])
+                                                     for cid, idx in enumerate(local)])
         self.sampler = np.random.default_rng(derive_seed(cfg.seed, "client-sampling"))
         self.history: dict[int, dict[str, float]] = {}
         self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0}
