@@ -141,7 +141,7 @@ def assert_loaded(ds, expected, num_classes):
 # ---------------------------------------------------------------------------------------- formats
 
 def test_unknown_name_names_field_and_choices():
-    expected = r"dataset\.name: 'foo' is not one of fmnist, cifar10, cifar100, synthetic"
+    expected = r"dataset\.name: 'foo' is not one of fmnist, cifar10, cifar100, cinic10, synthetic"
     with pytest.raises(DatasetError, match=expected):
         load_dataset("foo")
 

@@ -42,11 +42,13 @@ SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "fmnist": (Path("/usr/share/datasets/fashion-mnist"),),
     "cifar10": (_SHARED_DATA,),
     "cifar100": (_SHARED_DATA,),
+    "cinic10": (_SHARED_DATA,),
 }
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz",
+             "cinic10": "CINIC-10.tar.gz"}
 _BUNDLES = {"cifar10": "cifar10_webp.npz", "cifar100": "cifar100_webp.npz"}
 _FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -54,6 +56,10 @@ _FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 # Normalisation statistics as in the DynaFed official code. DynaFed normalises CIFAR-100 with the
 # CIFAR-10 statistics too, so we reuse them for both rather than "fixing" it, to stay comparable.
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+# CINIC-10's own statistics (the official README's cinic_mean / cinic_std), as DynaFed's get_cinic10 uses.
+_CINIC10_STATS = ((0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835))
+# Class folders of the official archive, in the order ImageFolder (DynaFed's loader) numbers them.
+_CINIC10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class DatasetFacts(NamedTuple):
@@ -91,6 +97,9 @@ register_dataset("fmnist", DatasetInfo("Fashion-MNIST", DatasetFacts((1, 28, 28)
 register_dataset("cifar10", DatasetInfo("CIFAR-10", DatasetFacts((3, 32, 32), 10, 50_000, 10_000), *_CIFAR10_STATS))
 register_dataset("cifar100", DatasetInfo("CIFAR-100", DatasetFacts((3, 32, 32), 100, 50_000, 10_000),
                                          *_CIFAR10_STATS))
+# CINIC-10: the official train split (90,000) for clients, test (90,000) for evaluation, as DynaFed;
+# the official valid split is not used (our validation split is carved from train, as for every dataset).
+register_dataset("cinic10", DatasetInfo("CINIC-10", DatasetFacts((3, 32, 32), 10, 90_000, 90_000), *_CINIC10_STATS))
 # make_synthetic's defaults; its statistics are computed from the generated pixels.
 register_dataset("synthetic", DatasetInfo("synthetic", DatasetFacts((1, 16, 16), 10, 1200, 400), from_files=False))
 
@@ -253,8 +262,8 @@ def _find_source(name: str, data_dir: Path) -> _Source | None:
             if all(files):
                 return _Source("idx", tuple(files))
             continue
-        for kind, file_name in (("archive", _ARCHIVES[name]), ("bundle", _BUNDLES[name])):
-            if (d / file_name).is_file():
+        for kind, file_name in (("archive", _ARCHIVES[name]), ("bundle", _BUNDLES.get(name))):
+            if file_name and (d / file_name).is_file():
                 return _Source(kind, (d / file_name,))
     return None
 
@@ -269,6 +278,10 @@ def _how_to_get(name: str, data_dir: Path) -> str:
                 f"or put the four official IDX files ({', '.join(_IDX_FILES)}; gzipped or not) in {data_dir} "
                 "or in a directory named by HETBENCH_DATA")
     archive = _ARCHIVES[name]
+    if name not in _BUNDLES:
+        return (f"download the official {archive} ({dl.OFFICIAL[archive].url}, {dl.OFFICIAL[archive].size / 1e6:.0f} MB) "
+                f"into {data_dir} or a directory named by HETBENCH_DATA (hetbench downloads it itself when the "
+                "network allows)")
     return (f"put the official {archive} ({dl.OFFICIAL[archive].url}) or the WebP bundle "
             f"{_BUNDLES[name]} in {data_dir} or in a directory named by HETBENCH_DATA")
 
@@ -307,6 +320,8 @@ def _parse(name: str, source: _Source) -> tuple[list[dict], _Parsed]:
         raise DatasetError(str(e)) from None
     if source.kind == "idx":
         parsed = _parse_idx_set(source.files)
+    elif source.kind == "archive" and name == "cinic10":
+        parsed = _parse_cinic_archive(source.files[0])
     elif source.kind == "archive":
         parsed = _parse_cifar_archive(name, source.files[0])
     else:
@@ -402,6 +417,41 @@ def _parse_cifar_archive(name: str, path: Path) -> _Parsed:
     except (KeyError, TypeError, ValueError) as e:
         raise DatasetError(f"{path}: unexpected batch contents ({type(e).__name__}: {e})") from None
     return _Parsed(train_x, train_y, test_x, test_y, classes, "")
+
+
+def _parse_cinic_archive(path: Path) -> _Parsed:
+    """Read the PNGs of ``<split>/<class>/<file>.png`` (any leading folders) for the train and test splits.
+
+    Images are ordered by (split, class, file name), not by archive order, so any repacking of the same
+    files gives the same arrays. Some CINIC-10 images are greyscale; they are converted to RGB, as
+    ImageFolder does.
+    """
+    found: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if not member.isfile() or len(parts) < 3 or not parts[-1].lower().endswith(".png"):
+                    continue
+                split, cls = parts[-3], parts[-2]
+                if split not in found or cls not in _CINIC10_CLASSES:
+                    continue
+                with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
+                    pixels = np.asarray(img.convert("RGB"))
+                if pixels.shape != (32, 32, 3):
+                    raise DatasetError(f"{path}:{member.name}: image is {pixels.shape[1]}x{pixels.shape[0]}, not 32x32")
+                found[split].append((_CINIC10_CLASSES.index(cls), parts[-1], pixels))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{path}: cannot read the archive ({type(e).__name__}: {e})") from None
+    arrays = []
+    for split, items in found.items():
+        missing = sorted(set(_CINIC10_CLASSES) - {_CINIC10_CLASSES[label] for label, _, _ in items})
+        if missing:
+            raise DatasetError(f"{path}: not a CINIC-10 archive (no {split}/{missing[0]}/*.png images)")
+        items.sort(key=lambda item: (item[0], item[1]))
+        x = np.stack([pixels for _, _, pixels in items]).transpose(0, 3, 1, 2)
+        arrays += [np.ascontiguousarray(x), np.array([label for label, _, _ in items], dtype=np.int64)]
+    return _Parsed(*arrays, _CINIC10_CLASSES, "CINIC-10 train and test splits (valid unused, as DynaFed)")
 
 
 def _unpickle(blob: bytes, where: str) -> dict:

@@ -36,6 +36,9 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
     from tqdm import tqdm
 
     root = results_root(results)
+    suite, notes = suite.runnable(data_dir)
+    for note in notes:
+        print(note, file=sys.stderr)
     todo = pending_cells(suite, root)
     done = len(suite.cells) - len(todo)
     bar = tqdm(total=len(suite.cells), initial=done, desc=f"sweep {suite.name}", unit="run", file=sys.stderr,

@@ -23,6 +23,8 @@ def run(args) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
-    suite = load_suite(args.suite, args.overrides, args.set_files)
+    suite, notes = load_suite(args.suite, args.overrides, args.set_files).runnable()
+    for note in notes:
+        print(note)
     print(describe(suite.name, estimate_for(suite, results_root(args.results), args.jobs)))
     return 0

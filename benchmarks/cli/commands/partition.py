@@ -18,7 +18,7 @@ from benchmarks.data.partition import (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="fmnist, cifar10, cifar100 or synthetic")
+    parser.add_argument("--dataset", required=True, help="fmnist, cifar10, cifar100, cinic10 or synthetic")
     parser.add_argument("--scheme", default="balanced_dirichlet", choices=SCHEMES)
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
     parser.add_argument("--clients", type=int, default=80)

@@ -2,7 +2,8 @@
 ``[axes]`` (dotted config keys -> lists of values) and optional ``[[when]]`` rules (``match`` = dotted keys
 -> values, ``set`` = dotted keys -> values applied to the cells that match, e.g. DynaFed's per-dataset
 fine-tuning epochs). A suite expands to the cartesian product of its axes, in the order the axes are
-written; every cell is validated before any run starts."""
+written; every cell is validated before any run starts. ``[suite] if_data_present`` lists datasets
+whose cells run only where that dataset is on the machine (CINIC-10, which no registry ships)."""
 from __future__ import annotations
 
 import itertools
@@ -22,6 +23,21 @@ class Suite:
     name: str
     description: str
     cells: list[RunConfig]
+    if_data_present: tuple[str, ...] = ()
+
+    def runnable(self, data_dir=None) -> tuple[Suite, list[str]]:
+        """This suite without the cells of ``if_data_present`` datasets that are not on this machine, and
+        one line per dataset left out saying how to get it."""
+        from benchmarks.data.datasets import dataset_status
+        ready = {row["name"]: row for row in dataset_status(data_dir)}
+        absent = [name for name in self.if_data_present if name in ready and not ready[name]["ready"]]
+        if not absent:
+            return self, []
+        kept = [c for c in self.cells if c.dataset.name not in absent]
+        notes = [f"suite {self.name}: {name} is not on this machine, so its "
+                 f"{sum(c.dataset.name == name for c in self.cells)} cells are left out; "
+                 f"{ready[name]['how_to_get']}" for name in absent]
+        return Suite(self.name, self.description, kept, self.if_data_present), notes
 
 
 def suite_names() -> list[str]:
@@ -71,5 +87,9 @@ def load_suite(name: str, overrides: list[str] | None = None, set_files: list[st
         if f not in matched:
             raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; "
                               f"no cell of suite {path.stem} matches")
-    return Suite(name=meta.get("name", path.stem), description=meta.get("description", ""), cells=cells)
+    optional = meta.get("if_data_present", [])
+    if not isinstance(optional, list) or not all(isinstance(n, str) for n in optional):
+        raise ConfigError(f"{path.name}: suite.if_data_present must be a list of dataset names")
+    return Suite(name=meta.get("name", path.stem), description=meta.get("description", ""), cells=cells,
+                 if_data_present=tuple(optional))
 
