@@ -21,7 +21,8 @@ Deviations and choices:
   outside the subset, disjoint from every client), as for FedDF; the official code keeps 10,000 CIFAR-10
   training images for the server. Nothing touches the test set.
 - ``max_distill_steps`` caps the budget for reduced suites (0: the official 20 epochs); with fewer than
-  ``swa_start`` steps there is no SWA and the last iterate is kept, as the official code would.
+  ``swa_start`` steps there is no SWA and the last iterate is kept, as the official code would. The
+  teachers then score only the server images the capped budget uses (same targets, fewer forwards).
 - The FedAvg teacher follows the run's ``aggregation`` (uniform by default; the official code weights
   by client data size).
 - No augmentation (the official ``--aug`` works only with SWA and crops without flipping).
@@ -110,7 +111,8 @@ class FedBE(FedDF):
         steps = p.server_epochs * -(-work.proxy_size // p.batch_size)
         if p.max_distill_steps:
             steps = min(steps, p.max_distill_steps)
-        per_round = (teachers * (work.proxy_size + work.val_size / p.teacher_eval_every) * costs.forward_sample
+        scored = min(work.proxy_size, steps * p.batch_size)
+        per_round = (teachers * (scored + work.val_size / p.teacher_eval_every) * costs.forward_sample
                      + steps * p.batch_size * costs.train_sample + 2 * work.val_size * costs.forward_sample)
         return cfg.rounds * per_round
 
@@ -155,20 +157,25 @@ class FedBE(FedDF):
         """Distil into ``model`` (views of ``flat``) with SGD and SWA; returns the steps taken."""
         p = self.params
         x = self.proxy().x
-        targets = self.ensemble_probs(teachers, x)
         steps = p.server_epochs * -(-len(x) // p.batch_size)
         if p.max_distill_steps:
             steps = min(steps, p.max_distill_steps)
+        stream = proxy_batches(len(x), p.batch_size, self.server.generator("fedbe", rnd))
+        batches = [next(stream) for _ in range(steps)]
+        # The teachers score only the images the budget will use: with a cut budget (CPU suites) that is
+        # a fraction of the server data, and the ensemble's forwards dominate a round.
+        used = torch.unique(torch.cat(batches)) if batches else torch.zeros(0, dtype=torch.long)
+        row = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        row[used] = torch.arange(len(used), device=x.device)
+        targets = self.ensemble_probs(teachers, x[used])
         optimizer = torch.optim.SGD(model.parameters(), lr=p.distill_lr, momentum=p.momentum,
                                     weight_decay=p.weight_decay)
-        batches = proxy_batches(len(x), p.batch_size, self.server.generator("fedbe", rnd))
         swa, averaged = torch.zeros_like(flat), 0
         was_training = model.training
         model.train()
-        for step in range(1, steps + 1):
-            idx = next(batches)
+        for step, idx in enumerate(batches, start=1):
             log_q = F.log_softmax(model(x[idx]), dim=1)
-            target = targets[idx]
+            target = targets[row[idx]]
             loss = (target * (target.log() - log_q)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
