@@ -14,9 +14,10 @@ Deliberate deviations from the official code, and choices it leaves open:
   32-dimensional latent: our models have no narrow bottleneck before the classifier. Hidden 256 and noise
   32 are the official mnist sizes. The output is an unconstrained Linear, as in the official code, even
   though our real features are non-negative (they come out of ReLU and pooling).
-- The official teacher loss multiplies a (B,) loss by (B, 1) weights, which broadcasts to (B, B) and so
-  decouples each sample's loss from its label weight. We weight each sample's loss by its own label's
-  weight, as the method (and the spec) states.
+- The official teacher loss multiplies a (B,) loss by (B, 1) weights, which broadcasts to (B, B): its
+  mean is mean(loss) x mean(weight), decoupling each sample's loss from its label's weight. We weight
+  each sample's loss by its own label's weight, as the paper describes (the reference spec's section
+  4.3 describes this per-sample form too, though the official code does not compute it).
 - Clients use the run's shared client settings (Adam 1e-3, 1 epoch in the suite) for a fair comparison;
   the official clients run 20 plain-SGD steps at lr 0.01 with an ExponentialLR schedule. The regulariser
   applies at every local step (the official ``early_stop`` = 20 covers all of its 20 steps).
