@@ -155,7 +155,9 @@ def test_run_directory_contents(tiny, results_dir):
     assert summary["execution"] == {"threads": 1, "checkpoint_every": 10, "executor": "sequential",
                                     "executor_fallback": None}
     assert summary["algorithm_title"] == "FedAvg"
-    assert set(summary["versions"]) >= {"python", "torch", "numpy", "cpu", "cpu_capability"}
+    assert set(summary["versions"]) >= {"python", "torch", "numpy", "cpu", "cpu_capability", "onednn", "blas",
+                                        "aten_cpu_capability_env"}
+    assert summary["versions"]["onednn"] != "absent" and summary["execution"]["threads"] >= 1
     assert summary["git_revision"]
     assert summary["best_val"]["round"] in (1, 2)
     assert len(summary["partition"]["class_counts"]) == cfg.partition.clients
