@@ -28,10 +28,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="measure one training step's options (eager, channels_last, bf16, torch.compile) "
                              "on the CPU instead")
     parser.add_argument("--step-repeats", type=int, default=20, help="steps: timed steps per variant")
+    parser.add_argument("--portability", action="store_true",
+                        help="final accuracy of one suite cell per algorithm under other CPU kernel sets "
+                             "(ATEN_CPU_CAPABILITY) beside the spread over seeds")
+    parser.add_argument("--suite", default="quick", help="portability: the suite whose cells are run")
+    parser.add_argument("--alpha", type=float, default=0.04, help="portability: the cell's partition.alpha")
+    parser.add_argument("--capabilities", default="default",
+                        help="portability: kernel sets to compare with the machine's own (default, avx2, ...)")
+    parser.add_argument("--seeds", default="1,2", help="portability: seeds besides 0 for the spread")
+    parser.add_argument("--algorithms", default=None, help="portability: algorithms (default: the suite's)")
     parser.add_argument("--data-dir", help="data directory (default: $HETBENCH_DATA or data/)")
 
 
 def run(args) -> int:
+    if args.portability:
+        import torch
+        from benchmarks.perf.portability import format_rows, measure
+        capabilities = tuple(c for c in args.capabilities.split(",") if c)
+        rows = measure(args.suite, args.alpha, capabilities, tuple(int(s) for s in args.seeds.split(",") if s),
+                       tuple(args.algorithms.split(",")) if args.algorithms else None)
+        print(f"final test accuracy (%), suite {args.suite}, alpha {args.alpha}, seed 0 under each kernel set; "
+              f"seed std over seeds 0,{args.seeds} under the machine's own")
+        print("\n".join(format_rows(rows, capabilities, torch.backends.cpu.get_cpu_capability())))
+        return 0
     if args.steps:
         from benchmarks.perf.steps import format_table, measure_steps
         cells = itertools.product(args.widths.split(","), (args.threads or "1").split(","))
