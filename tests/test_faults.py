@@ -15,7 +15,7 @@ import pytest
 
 from algorithms import algorithm_names, get_algorithm
 from benchmarks.engine.checkpoint import CHECKPOINT_NAME, CheckpointError
-from benchmarks.experiments.config import config_from_dict
+from benchmarks.experiments.config import config_from_dict, override_tag
 from benchmarks.store.rundir import ResultsError, RunDirectory
 from benchmarks.engine.runner import run
 
@@ -53,19 +53,22 @@ def test_sigkill_at_random_round_then_resume_is_byte_identical(tiny, tmp_path, a
     straight = run(cfg, suite="k", results=tmp_path / "straight", progress=False)
     kill_round = random.Random(algorithm).randint(2, 9)
     env = {**os.environ, "HETBENCH_ALLOCATOR": "system", "HETBENCH_RESULTS": str(tmp_path / "killed")}
-    sets = [f"--set={key}={json.dumps(value)}" for key, value in _flatten(cfg.to_dict())]
-    cmd = [sys.executable, "-m", "benchmarks", "run", "--suite", "k", "--no-progress", *sets]
+    overrides = [f"{key}={json.dumps(value)}" for key, value in _flatten(cfg.to_dict())]
+    cmd = [sys.executable, "-m", "benchmarks", "run", "--suite", "k", "--no-progress",
+           *(f"--set={item}" for item in overrides)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    tmp = RunDirectory(tmp_path / "killed", "k", cfg.run_id()).tmp
+    suite = f"k@{override_tag(overrides, [])}"  # a run made with --set files apart from suite k's own
+    tmp = RunDirectory(tmp_path / "killed", suite, cfg.run_id()).tmp
     reached = _wait_for_round(tmp / "rounds.csv", kill_round, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert reached, proc.stderr.read().decode()[-2000:]
-    assert not (tmp_path / "killed" / "k" / cfg.run_id()).exists(), "the run finished before the kill"
+    assert not (tmp_path / "killed" / suite / cfg.run_id()).exists(), "the run finished before the kill"
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert Path(done.stdout.strip()).name == cfg.run_id()
-    assert (Path(done.stdout.strip()) / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
+    resumed = Path(done.stdout.strip().splitlines()[-1].rsplit("results: ", 1)[1])
+    assert resumed == tmp_path / "killed" / suite / cfg.run_id()
+    assert (resumed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
 
 
 def _flatten(data: dict, prefix: str = ""):

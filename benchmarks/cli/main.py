@@ -1,6 +1,7 @@
-"""``hetbench run|sweep|report|estimate|perf|data|partition|tune ...`` (also ``python -m benchmarks``)
+"""``hetbench run|sweep|report|estimate|config|perf|data|partition|tune ...`` (also ``python -m benchmarks``)
 
-Every user error (bad config, missing data, bad partition request) is printed as one line and exits 2.
+Every user error (bad config, missing data, bad partition request, bad arguments) is printed as one line
+and exits 2.
 """
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ COMMAND_MODULES = {
     "tune": "benchmarks.cli.commands.tune",
     "report": "benchmarks.cli.commands.report",
     "estimate": "benchmarks.cli.commands.estimate",
+    "config": "benchmarks.cli.commands.config",
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (argparse prints the whole usage first), exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -35,7 +45,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hetbench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="hetbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, module_name in COMMAND_MODULES.items():
@@ -47,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         modules[name] = module
         module.configure(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, already printed): a code, as for any error
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(modules[args.command].run(args) or 0)
     except user_errors() as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from functools import lru_cache
@@ -20,6 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 class ResultsError(RuntimeError):
     """The results folder cannot be written; the message says which path and why."""
+
+
+# A suite is one folder directly under the results root: a name, never a path, so that nothing is written
+# outside the root (../x, /abs) or hidden among the dot-folders of runs in progress (.x).
+_SUITE_NAME = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,99}")
+SUITE_NAME_RULE = "letters, digits and _ . @ - only, no leading dot, at most 100 characters"
+
+
+def is_suite_name(name: object) -> bool:
+    return isinstance(name, str) and _SUITE_NAME.fullmatch(name) is not None
 
 
 def results_root(explicit: str | Path | None = None) -> Path:
@@ -51,6 +62,8 @@ class RunDirectory:
     """
 
     def __init__(self, root: Path, suite: str, run_id: str):
+        if not is_suite_name(suite):
+            raise ResultsError(f"results: suite {suite!r} is not a name ({SUITE_NAME_RULE})")
         self.suite_dir = Path(root) / suite
         self.run_id = run_id
         self.final = self.suite_dir / run_id

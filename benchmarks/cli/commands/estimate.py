@@ -16,14 +16,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from benchmarks.experiments.estimate import describe, estimate_for
-    from benchmarks.store.rundir import results_root
-    from benchmarks.experiments.suites import load_suite
     from benchmarks.core.typed import ConfigError
+    from benchmarks.experiments.estimate import describe, estimate_for
+    from benchmarks.experiments.limits import check_devices
+    from benchmarks.experiments.suites import load_suite
+    from benchmarks.store.rundir import results_root
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
     suite, notes = load_suite(args.suite, args.overrides, args.set_files).runnable()
+    check_devices(suite.cells)  # costs are measured on the cells' device
     for note in notes:
         print(note)
     print(describe(suite.name, estimate_for(suite, results_root(args.results), args.jobs)))

@@ -5,12 +5,18 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", help="suite name: the folder under the results root")
+    parser.add_argument("suite", help="suite name: the folder under the results root (<suite>@<hash> for runs "
+                                      "made with --set)")
     parser.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/)")
     parser.add_argument("--out", help="report folder (default: reports/<suite>/ in the repository)")
 
 
 def run(args) -> int:
+    from benchmarks.core.typed import ConfigError
+    from benchmarks.store.rundir import SUITE_NAME_RULE, is_suite_name
     from reports.__main__ import main as report_main
+
+    if not is_suite_name(args.suite):
+        raise ConfigError(f"suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
     argv = [args.suite] + (["--results", args.results] if args.results else []) + (["--out", args.out] if args.out else [])
     return report_main(argv)

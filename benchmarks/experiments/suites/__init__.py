@@ -2,18 +2,20 @@
 ``[axes]`` (dotted config keys -> lists of values) and optional ``[[when]]`` rules (``match`` = dotted keys
 -> values, ``set`` = dotted keys -> values applied to the cells that match, e.g. DynaFed's per-dataset
 fine-tuning epochs). A suite expands to the cartesian product of its axes, in the order the axes are
-written; every cell is validated before any run starts. ``[suite] if_data_present`` lists datasets
-whose cells run only where that dataset is on the machine (CINIC-10, which no registry ships)."""
+written; the file's grammar (``grammar.py``) and every cell are validated before any run starts. ``[suite]
+if_data_present`` lists datasets whose cells run only where that dataset is on the machine (CINIC-10,
+which no registry ships). Cells changed by ``--set``/``--set-file`` file under ``<name>@<hash>``."""
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmarks.experiments.config import (RunConfig, apply_overrides, apply_set_files, config_from_dict, read_set_file,
-                               read_toml, set_dotted)
 from benchmarks.core.dotted import get_dotted
 from benchmarks.core.typed import ConfigError
+from benchmarks.experiments.config import (RunConfig, SetFile, apply_overrides, apply_set_files, config_from_dict,
+                                           filing_name, read_set_file, read_toml, resolved_values, set_dotted)
+from benchmarks.experiments.suites.grammar import SuiteSpec, parse_suite
+from benchmarks.store.rundir import SUITE_NAME_RULE, is_suite_name
 
 SUITES_DIR = Path(__file__).resolve().parent
 
@@ -24,6 +26,9 @@ class Suite:
     description: str
     cells: list[RunConfig]
     if_data_present: tuple[str, ...] = ()
+    # The suite file's own name when ``--set``/``--set-file`` changed its cells and ``name`` is the
+    # derived ``<own>@<tag>`` folder they file under instead.
+    derived_from: str | None = None
 
     def runnable(self, data_dir=None) -> tuple[Suite, list[str]]:
         """This suite without the cells of ``if_data_present`` datasets that are not on this machine, and
@@ -37,7 +42,7 @@ class Suite:
         notes = [f"suite {self.name}: {name} is not on this machine, so its "
                  f"{sum(c.dataset.name == name for c in self.cells)} cells are left out; "
                  f"{ready[name]['how_to_get']}" for name in absent]
-        return Suite(self.name, self.description, kept, self.if_data_present), notes
+        return replace(self, cells=kept), notes
 
 
 def suite_names() -> list[str]:
@@ -46,8 +51,10 @@ def suite_names() -> list[str]:
 
 def suite_path(name: str) -> Path:
     path = Path(name)
-    if path.suffix == ".toml" and path.is_file():
+    if path.suffix == ".toml" and (path.exists() or not is_suite_name(name)):
         return path
+    if not is_suite_name(name):
+        raise ConfigError(f"suite: {name!r} is neither a path to a suite .toml file nor a suite name ({SUITE_NAME_RULE})")
     path = SUITES_DIR / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(f"suite: {name!r} is not one of {', '.join(suite_names())} (or a path to a suite .toml)")
@@ -56,40 +63,64 @@ def suite_path(name: str) -> Path:
 
 def load_suite(name: str, overrides: list[str] | None = None, set_files: list[str | Path] = ()) -> Suite:
     """The suite's validated cells; each ``--set-file`` is laid over the cells its scope matches, then
-    ``overrides`` over every cell. A file that matches no cell is an error: it was surely meant for one."""
+    ``overrides`` over every cell. A file that matches no cell is an error: it was surely meant for one.
+    Cells changed by overrides file under a derived name (``filing_name``)."""
     path = suite_path(name)
+    spec = parse_suite(path, read_toml(path, option="suite"))
+    try:
+        raw = expand(spec)
+        own = _unique([config_from_dict(cell) for cell in raw])
+    except ConfigError as exc:  # the suite file alone is wrong: say which file
+        raise ConfigError(f"{spec.file}: {exc}") from None
+    overrides = list(overrides or [])
     files = [read_set_file(p) for p in set_files]
-    matched = []
-    data = read_toml(path)
-    unknown = sorted(set(data) - {"suite", "base", "axes", "when"})
-    if unknown:
-        raise ConfigError(f"{path.name}: unknown section {unknown[0]!r} (allowed: suite, base, axes, when)")
-    meta = data.get("suite", {})
-    base = data.get("base", {})
-    axes = data.get("axes", {})
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path.name}: axes.{key} must be a non-empty list")
-    cells = []
-    keys = list(axes)
-    for combo in itertools.product(*(axes[k] for k in keys)):
-        cell = apply_overrides(base, [])
-        for key, value in zip(keys, combo):
+    cells = _unique(_overridden(raw, files, overrides, spec.name)) if files or overrides else own
+    folder = filing_name(spec.name, own, cells, overrides, files)
+    return Suite(name=folder, description=spec.description, cells=cells, if_data_present=spec.if_data_present,
+                 derived_from=spec.name if folder != spec.name else None)
+
+
+def expand(spec: SuiteSpec) -> list[dict]:
+    """Every cell's config dict: the base, one value of each axis, then the [[when]] rules in order. A rule
+    matches the cell's resolved config (defaults filled in), so it also applies where the value it names
+    was left at its default; a rule that matches no cell is an error, as it surely was meant for one."""
+    cells, applied = [], {rule.where: 0 for rule in spec.rules}
+    for combo in spec.combos():
+        cell = apply_overrides(spec.base, [])
+        for key, value in combo:
             set_dotted(cell, key, value)
-        for rule in data.get("when", []):
-            if all(get_dotted(cell, key, None) == value for key, value in rule.get("match", {}).items()):
-                for key, value in rule.get("set", {}).items():
+        for rule in spec.rules:
+            values = resolved_values(cell)
+            if all(get_dotted(values, key, None) == value for key, value in rule.match.items()):
+                applied[rule.where] += 1
+                for key, value in rule.set.items():
                     set_dotted(cell, key, value)
-        cell, used = apply_set_files(cell, files, overrides or [])
+        cells.append(cell)
+    for rule in spec.rules:
+        if not applied[rule.where]:
+            wanted = ", ".join(f"{k} = {v!r}" for k, v in rule.match.items())
+            raise ConfigError(f"{rule.where}: matches no cell of the suite ({wanted})")
+    return cells
+
+
+def _overridden(raw: list[dict], files: list[SetFile], overrides: list[str], name: str) -> list[RunConfig]:
+    cells, matched = [], []
+    for cell in raw:
+        cell, used = apply_set_files(cell, files, overrides)
         matched.extend(used)
-        cells.append(config_from_dict(apply_overrides(cell, overrides or [])))
+        cells.append(config_from_dict(apply_overrides(cell, overrides)))
     for f in files:
         if f not in matched:
-            raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; "
-                              f"no cell of suite {path.stem} matches")
-    optional = meta.get("if_data_present", [])
-    if not isinstance(optional, list) or not all(isinstance(n, str) for n in optional):
-        raise ConfigError(f"{path.name}: suite.if_data_present must be a list of dataset names")
-    return Suite(name=meta.get("name", path.stem), description=meta.get("description", ""), cells=cells,
-                 if_data_present=tuple(optional))
+            raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; no cell of suite {name} matches")
+    return cells
 
+
+def _unique(cells: list[RunConfig]) -> list[RunConfig]:
+    """Cells in order, each run once: an axis over a setting some cells do not read (fedprox's mu in the
+    fedavg cells) makes the same run several times over."""
+    seen, out = set(), []
+    for cell in cells:
+        if cell.run_id() not in seen:
+            seen.add(cell.run_id())
+            out.append(cell)
+    return out
