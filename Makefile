@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian and tcmalloc when apt is usable; CIFAR from ../shared/data when present.
+# Debian's chromium too: the report's browser test (tests/test_report_browser.py) drives it through
+# Playwright, which never downloads a browser of its own here.
 data: $(STAMP)
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
-	  for pkg in dataset-fashion-mnist libtcmalloc-minimal4; do \
+	  for pkg in dataset-fashion-mnist libtcmalloc-minimal4 chromium; do \
 	    dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	  done; \
 	  if [ -n "$$missing" ]; then \

@@ -87,7 +87,7 @@ def _md_row(cells: list[str], escape: bool = True) -> str:
 _TEX_CHARS = {
     "\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{",
     "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "±": "$\\pm$", "α": "$\\alpha$",
-    "Δ": "$\\Delta$", "†": "$^\\dagger$", "–": "--", "−": "$-$",
+    "Δ": "$\\Delta$", "†": "$^\\dagger$", "‡": "$^\\ddagger$", "–": "--", "−": "$-$",
 }
 
 

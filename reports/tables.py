@@ -1,119 +1,233 @@
-"""The report's tables of our own runs: accuracy (final and best-validation), cost, exclusions.
+"""The report's tables of our own runs: accuracy (final and best-validation), cost, mechanism, settings,
+configurations and exclusions, aggregated with pandas from the runs frame.
 
-Cells are mean ± sample standard deviation over seeds with a fixed two-decimal format, so a table
-rebuilt from the same results is byte-identical. A cell that lacks seeds, or lost some to
-divergence, says so in the cell rather than hiding it in the average.
+A table shows one configuration (variant, see ``reports.trust``) at a time. Cells are mean ± sample
+standard deviation over seeds and n, with a fixed two-decimal format, so a table rebuilt from the
+same results is byte-identical. A cell that lacks seeds, or lost some to divergence, says so in the
+cell rather than hiding it in the average. Bold marks a winner only where the gap to the runner-up
+exceeds the seeds' own spread: with one seed nothing is ever bold. Every table ends with the
+provenance of the runs it shows.
 """
 from __future__ import annotations
 
-import statistics
+import math
 from dataclasses import dataclass
 
-from reports.load import Run, Setting, SuiteRuns, is_finite
-from reports.names import algorithm_order, algorithm_title, setting_labels, setting_order
+import pandas as pd
+
+from reports.frames import Suite, rows_of, setting_of, settings_of
+from reports.names import row_order, row_title, setting_labels, setting_order
+from reports.provenance import provenance
 from reports.render import Cell, Table
+from reports.trust import differences
+
+CELL = ["algorithm", "row_label", "dataset", "scheme", "level", "column_label"]
+NOT_ENGAGED = "‡"
+DASH = "–"
+BOLD_RULE = ("Bold: a column's best mean, only where it exceeds the runner-up's by more than the larger of "
+             "their two standard deviations, each over at least 2 seeds (never with one seed).")
 
 
 @dataclass(frozen=True)
 class Stats:
-    values: tuple[float, ...]
+    n: int
+    mean: float
+    std: float
     diverged: int = 0
     unavailable: int = 0
 
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    def text(self, digits: int = 2) -> str:
-        if self.n >= 2:
-            return f"{self.mean:.{digits}f} ± {statistics.stdev(self.values):.{digits}f}"
-        return f"{self.mean:.{digits}f}"
+    def text(self, digits: int = 2, show_n: bool = True) -> str:
+        spread = f" ± {self.std:.{digits}f}" if self.n >= 2 else ""
+        notes = ([f"n={self.n}"] if show_n else []) + ([f"{self.diverged} diverged"] if self.diverged else [])
+        return f"{self.mean:.{digits}f}{spread}" + (f" ({', '.join(notes)})" if notes else "")
 
 
-def accuracy_table(suite: SuiteRuns, value, stem: str, title: str, caption: str) -> Table:
-    """Algorithms x settings; ``value(run)`` gives a run's accuracy as a fraction, or None when the
-    run cannot provide it (no validation split)."""
-    settings = setting_order([r.setting for r in suite.runs] + [e.setting for e in _diverged(suite)])
-    algorithms = algorithm_order([r.algorithm for r in suite.runs] + [e.algorithm for e in _diverged(suite)])
-    grid = {(a, s): _accuracy_stats(suite, a, s, value) for a in algorithms for s in settings}
-    most = max((st.n for st in grid.values()), default=0)
-    best = {s: max((round(grid[a, s].mean, 2) for a in algorithms if grid[a, s].n), default=None)
-            for s in settings}
+def cell_stats(runs: pd.DataFrame, values: pd.Series, diverged: pd.DataFrame | None = None) -> dict:
+    """(row, setting) -> Stats of ``values`` (aligned with ``runs``; NaN where a run cannot provide it)."""
+    out: dict = {}
+    frame = runs.assign(_value=values.astype("float64"))
+    for key, group in frame.groupby(CELL, sort=False, dropna=False):
+        valid = group["_value"].dropna()
+        out[_cell_key(group.iloc[0])] = Stats(len(valid), float(valid.mean()) if len(valid) else math.nan,
+                                              float(valid.std()) if len(valid) >= 2 else math.nan,
+                                              unavailable=len(group) - len(valid))
+    for key, group in (diverged.groupby(CELL, sort=False, dropna=False) if diverged is not None and len(diverged)
+                       else []):
+        cell = _cell_key(group.iloc[0])
+        old = out.get(cell, Stats(0, math.nan, math.nan))
+        out[cell] = Stats(old.n, old.mean, old.std, old.diverged + len(group), old.unavailable)
+    return out
+
+
+def winner(cells: dict) -> object | None:
+    """The key of the cell whose mean beats every other by more than the seeds' noise, else None: its
+    gap to the runner-up must exceed the larger of their standard deviations, over 2+ seeds each."""
+    valued = sorted(((s.mean, key, s) for key, s in cells.items() if s.n), key=lambda t: -t[0])
+    if len(valued) < 2:
+        return None
+    (m1, key, best), (m2, _, second) = valued[0], valued[1]
+    if best.n < 2 or second.n < 2:
+        return None
+    return key if m1 - m2 > max(best.std, second.std) else None
+
+
+def accuracy_table(suite: Suite, variant: str, column: str, stem: str, title: str, caption: str) -> Table:
+    """Rows x settings of ``column`` (a fraction per run) in percent, for one configuration."""
+    runs, diverged = suite.included(variant), suite.diverged(variant)
+    both = pd.concat([runs, diverged])
+    rows = row_order(rows_of(both))
+    settings = setting_order(settings_of(both))
+    grid = cell_stats(runs, runs[column] * 100.0, diverged)
+    bold = {s: winner({r: grid[r, s] for r in rows if (r, s) in grid}) for s in settings}
     labels = setting_labels(settings)
-    rows = [[Cell(algorithm_title(a))] + [_flag(_accuracy_cell(grid[a, s], most, best[s]), suite, a, s)
-                                          for s in settings] for a in algorithms]
-    flagged = any(not_engaged(suite, a, s) for a in algorithms for s in settings)
-    seeds = f"{most} seed{'s' if most != 1 else ''} per cell unless n is shown"
-    return Table(stem, title, f"{caption} Mean ± sample standard deviation over seeds ({seeds}; one seed "
-                 "has no ±). Bold: best mean in its column. Unfinished, diverged and older-format runs are "
-                 "never averaged in: see Excluded runs.",
-                 ["Algorithm"] + [labels[s] for s in settings], rows, empty_text="No finished runs.",
-                 notes=[f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell "
-                        "(see the mechanism table)."] if flagged else [])
+    table_rows = []
+    for row in rows:
+        cells = [Cell(row_title(row))]
+        for s in settings:
+            cell = _accuracy_cell(grid.get((row, s)), bold[s] == row)
+            cells.append(Cell(cell.text + NOT_ENGAGED, cell.bold) if not_engaged(runs, row, s) else cell)
+        table_rows.append(cells)
+    flagged = any(not_engaged(runs, r, s) for r in rows for s in settings)
+    notes = [f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell "
+             "(see the mechanism table)."] if flagged else []
+    return Table(stem, title, f"{caption} Cells: mean ± sample standard deviation over seeds (one seed has no ±) "
+                 f"and n, the number of seeds. {BOLD_RULE} Unfinished, damaged, diverged and older-format runs "
+                 "are never averaged in: see Excluded runs.",
+                 ["Algorithm"] + [labels[s] for s in settings], table_rows, empty_text="No finished runs.",
+                 notes=notes + [provenance(suite.name, runs).line()])
 
 
-def _flag(cell: Cell, suite: SuiteRuns, algorithm: str, setting: Setting) -> Cell:
-    return Cell(cell.text + NOT_ENGAGED, cell.bold) if not_engaged(suite, algorithm, setting) else cell
+def eval_split(runs: pd.DataFrame) -> str:
+    """"test", or "val" for runs that never evaluated the test set (eval_test = false, as in a
+    validation-only ablation): their tables and curves show validation accuracy, and say so."""
+    return "val" if len(runs) and runs["final_test_accuracy"].isna().all() else "test"
 
 
-def main_table(suite: SuiteRuns) -> Table:
-    rounds = sorted({r.summary["final"]["round"] for r in suite.runs})
+def main_table(suite: Suite, variant: str, stem: str = "main_table", title: str | None = None,
+               extra_caption: str = "") -> Table:
+    runs = suite.included(variant)
+    rounds = sorted(set(runs["final_round"].dropna().astype(int)))
     when = f"after {rounds[0]} rounds" if len(rounds) == 1 else "at each run's last evaluated round"
-    return accuracy_table(suite, lambda r: r.summary["final"]["test_accuracy"], "main_table",
-                          "Final test accuracy (%)", f"Test accuracy of the final global model {when}.")
+    configuration = f", configuration {variant}" if variant != suite.main else ""
+    if eval_split(runs) == "val":
+        return accuracy_table(suite, variant, "final_val_accuracy", stem,
+                              title or f"Final validation accuracy (%){configuration}",
+                              f"Validation accuracy of the final global model {when}: these runs did not evaluate "
+                              f"the test set (eval_test = false).{extra_caption}")
+    return accuracy_table(suite, variant, "final_test_accuracy", stem,
+                          title or f"Final test accuracy (%){configuration}",
+                          f"Test accuracy of the final global model {when}.{extra_caption}")
 
 
-def best_val_table(suite: SuiteRuns) -> Table:
-    return accuracy_table(suite, lambda r: (r.summary["best_val"] or {}).get("test_accuracy"), "best_val_table",
+def best_val_table(suite: Suite, variant: str) -> Table:
+    return accuracy_table(suite, variant, "best_val_test_accuracy", "best_val_table",
                           "Test accuracy (%) at the best validation round",
                           "Test accuracy at the round where validation accuracy peaked: the round is selected "
                           "on the validation split, never on the best test round.")
 
 
-def cost_table(suite: SuiteRuns) -> Table:
-    """Wall-clock cost per algorithm and setting: client work, extra server work and its named parts."""
-    parts = sorted({m for r in suite.runs for m in r.seconds_per_round
-                    if m.startswith("server_") and m != "server_seconds"})
-    header = ["Setting", "Algorithm", "Seeds", "round s/round", "client s/round", "server s/round"]
-    header += [f"server {m[len('server_'):-len('_seconds')]} s/round" for m in parts] + ["total s"]
-    labels = setting_labels(r.setting for r in suite.runs)
+def not_engaged(runs: pd.DataFrame, row, setting) -> bool:
+    return bool((_cell(runs, row, setting)["mechanism_engaged"] == "no").any())
+
+
+def _accuracy_cell(stats: Stats | None, bold: bool) -> Cell:
+    if stats is None:
+        return Cell(DASH)
+    if not stats.n:
+        if stats.diverged:
+            return Cell("diverged" if stats.diverged == 1 else f"{stats.diverged} diverged")
+        return Cell("no validation split" if stats.unavailable else DASH)
+    return Cell(stats.text(), bold=bold)
+
+
+def run_costs(suite: Suite, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Per run: seconds a round (round, client, recurring server work and each recurring named part)
+    and the one-off parts' totals, from the runs' timings; with the recurring and one-off part names.
+
+    A named server part timed in a single round of a longer run (DynaFed's synthesis) is one-off: it is
+    reported as its total, and taken out of the round and server means, where averaging it over the
+    rounds would make a one-time cost look like a per-round one.
+    """
+    timings = suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
+    if timings.empty:  # runs without timed rounds: every cost but the total is "–"
+        return pd.DataFrame(index=pd.Index([], name="run")), [], []
+    wide = timings.pivot_table(index=["run", "round"], columns="metric", values="value", aggfunc="sum")
+    parts = sorted(m for m in wide.columns if m.startswith("server_") and m.endswith("_seconds")
+                   and m != "server_seconds")
+    timed = wide.notna().groupby(level="run").sum()
+    rounds = wide.groupby(level="run").size()
+    one_off = [p for p in parts if all(timed.loc[r, p] == 1 and rounds[r] > 1 for r in timed.index if timed.loc[r, p])]
+    recurring = [p for p in parts if p not in one_off]
+    once = wide[one_off].fillna(0.0).sum(axis=1) if one_off else pd.Series(0.0, index=wide.index)
+    per_run = pd.DataFrame(index=timed.index)
+    for metric in ("round_seconds", "client_seconds", "server_seconds"):
+        if metric in wide.columns:
+            values = wide[metric] - (once if metric != "client_seconds" else 0.0)
+            per_run[metric] = values.groupby(level="run").mean()
+    for part in recurring:
+        per_run[part] = wide[part].groupby(level="run").mean()  # over the rounds in which it ran
+    for part in one_off:
+        per_run[part] = wide[part].groupby(level="run").sum(min_count=1)
+    # Server work "applies" when the algorithm timed a part of it, or spent at least a millisecond a
+    # round on it; otherwise it did nothing beyond averaging, and its cell reads "–", not "0.000".
+    applies = (timed[parts].sum(axis=1) > 0) if parts else pd.Series(False, index=timed.index)
+    if "server_seconds" in per_run.columns:
+        applies = applies | (per_run["server_seconds"] >= 1e-3)
+        per_run["server_seconds"] = per_run["server_seconds"].where(applies)
+    return per_run, recurring, one_off
+
+
+def cost_table(suite: Suite, variant: str) -> Table:
+    """Wall-clock cost per cell: per-round costs apart from one-off server work."""
+    runs = suite.included(variant)
+    per_run, recurring, one_off = run_costs(suite, runs)
+    per_round = ["round_seconds", "client_seconds", "server_seconds"] + recurring
+    header = (["Setting", "Algorithm", "n", "round s/round", "client s/round", "server s/round"]
+              + [f"{_part(p)} s/round" for p in recurring] + [f"{_part(p)} s once" for p in one_off] + ["total s"])
+    frame = runs.set_index("run").join(per_run)
+    labels = setting_labels(settings_of(runs))
     rows = []
     for setting in setting_order(labels):
-        for algorithm in algorithm_order(r.algorithm for r in suite.runs if r.setting == setting):
-            runs = _cell_runs(suite, algorithm, setting)
-            per_round = [_mean_of(runs, lambda r, m=m: r.seconds_per_round.get(m))
-                         for m in ("round_seconds", "client_seconds", "server_seconds", *parts)]
-            total = _mean_of(runs, lambda r: r.summary["timing"]["total_seconds"])
-            rows.append([Cell(labels[setting]), Cell(algorithm_title(algorithm)), Cell(str(len(runs)))]
-                        + [Cell(v) for v in per_round] + [Cell(total)])
-    caption = ("Wall-clock seconds, mean over seeds of each run's mean per round: round is the whole round "
-               "(evaluation included), client the local training, server the algorithm's extra server work, "
-               "and the named server parts are the algorithm's own breakdown of it; total is the whole run. "
-               "Timings depend on the machine and its load.")
-    return Table("cost_table", "Cost", caption, header, rows, label_columns=2, empty_text="No finished runs.")
+        in_setting = runs[[setting_of(r) == setting for r in runs.itertuples(index=False)]]
+        for row in row_order(rows_of(in_setting)):
+            cell = frame.loc[_cell(runs, row, setting)["run"]]
+            values = [_mean_seconds(cell.get(m)) for m in per_round + one_off]
+            rows.append([Cell(labels[setting]), Cell(row_title(row)), Cell(str(len(cell)))]
+                        + [Cell(v) for v in values] + [Cell(_mean_seconds(cell["total_seconds"]))])
+    caption = ("Wall-clock seconds, mean over seeds. Per round (s/round): the whole round (evaluation included), "
+               "the clients' local training, and the algorithm's extra server work with its recurring named parts "
+               "(a part's mean over the rounds in which it ran). One-off server work (s once: a named part timed "
+               "in a single round, such as DynaFed's synthesis) is its total, and is left out of the per-round "
+               "means. total s: the whole run. –: the cost does not apply (no extra server work beyond "
+               "averaging, or a part this algorithm does not have). Timings depend on the machine and its load.")
+    return Table("cost_table", "Cost: per round and one-off", caption, header, rows, label_columns=2,
+                 empty_text="No finished runs.", notes=[provenance(suite.name, runs).line()])
 
 
-NOT_ENGAGED = "‡"
+def _part(metric: str) -> str:
+    return metric[len("server_"):-len("_seconds")]
 
 
-def mechanism_table(suite: SuiteRuns) -> Table:
+def _mean_seconds(values) -> str:
+    if values is None:
+        return DASH
+    values = pd.Series(values).dropna()
+    return f"{values.mean():.2f}" if len(values) else DASH
+
+
+def mechanism_table(suite: Suite, variant: str) -> Table:
     """Per cell: local steps and client drift (every algorithm), and whether the algorithm's own mechanism
     engaged, as its ``mechanism`` verdict in summary.json says, with the evidence of the lowest seed."""
-    labels = setting_labels(r.setting for r in suite.runs)
+    runs = suite.included(variant)
+    labels = setting_labels(settings_of(runs))
     rows = []
-    for setting in setting_order(labels):
-        for algorithm in algorithm_order(r.algorithm for r in suite.runs if r.setting == setting):
-            runs = sorted(_cell_runs(suite, algorithm, setting), key=lambda r: (r.seed, r.name))
-            verdicts = [_mechanism(r).get("engaged", "missing") for r in runs]
-            rows.append([Cell(algorithm_title(algorithm)), Cell(labels[setting]),
-                         Cell(_verdict_text(verdicts), bold=False in verdicts),
-                         Cell(_mechanism(runs[0]).get("evidence", "not recorded (older run)")),
-                         Cell(_series_text(runs, "train.local_steps", "{:.1f}")),
-                         Cell(_series_text(runs, "train.drift", "{:.3g}"))])
+    for setting, row, cell in _cells(runs, labels):
+        cell = cell.sort_values(["seed", "run"])
+        verdicts = list(cell["mechanism_engaged"])
+        evidence = cell["mechanism_evidence"].iloc[0] or "not recorded (older run)"
+        rows.append([Cell(row_title(row)), Cell(labels[setting]), Cell(_verdict_text(verdicts), bold="no" in verdicts),
+                     Cell(evidence), Cell(_mean_text(cell["local_steps"], "{:.1f}")),
+                     Cell(_mean_text(cell["drift"], "{:.3g}"))])
     return Table("mechanism", "Mechanism diagnostics: did each method's mechanism engage",
                  "Local steps a round and client drift (mean L2 distance of the clients' trained parameters from "
                  "the global model) are means over rounds and seeds. Engaged: each algorithm's own test on its "
@@ -124,96 +238,93 @@ def mechanism_table(suite: SuiteRuns) -> Table:
                  f"mechanism did not engage is marked {NOT_ENGAGED} in the accuracy tables: its number measures "
                  "something other than the method.",
                  ["Algorithm", "Setting", "Engaged", "Evidence (lowest seed)", "Local steps", "Drift"], rows,
-                 label_columns=4, empty_text="No finished runs.")
+                 label_columns=4, empty_text="No finished runs.", notes=[provenance(suite.name, runs).line()])
 
 
-def _mechanism(run: Run) -> dict:
-    return run.summary.get("mechanism") or {}
+def _mean_text(values: pd.Series, fmt: str) -> str:
+    values = values.dropna()
+    return fmt.format(values.mean()) if len(values) else DASH
 
 
-def _series_text(runs: list[Run], key: str, fmt: str) -> str:
-    values = [_mechanism(r).get("series", {}).get(key, {}).get("mean") for r in runs]
-    values = [v for v in values if is_finite(v)]
-    return fmt.format(statistics.fmean(values)) if values else "–"
-
-
-def _verdict_text(verdicts: list) -> str:
-    if "missing" in verdicts:
+def _verdict_text(verdicts: list[str]) -> str:
+    if "not recorded" in verdicts:
         return "not recorded"
-    if all(v is None for v in verdicts):
+    if all(v == "n/a" for v in verdicts):
         return "n/a"
-    no = sum(v is False for v in verdicts)
+    no = verdicts.count("no")
     return "yes" if not no else (f"NO ({no} of {len(verdicts)} seeds)" if len(verdicts) > 1 else "NO")
 
 
-def not_engaged(suite: SuiteRuns, algorithm: str, setting: Setting) -> bool:
-    return any(_mechanism(r).get("engaged") is False for r in _cell_runs(suite, algorithm, setting))
-
-
-def settings_table(suite: SuiteRuns) -> Table:
-    """Per cell (algorithm x setting): its seeds, the algorithm's hyperparameters and the executor that
-    trained the clients, as the runs' summaries recorded them; a cell whose runs disagree lists each value."""
-    labels = setting_labels(r.setting for r in suite.runs)
+def settings_table(suite: Suite, variant: str) -> Table:
+    """Per cell: its seeds, the algorithm's hyperparameters and the executor that trained the clients, as
+    the runs' summaries recorded them."""
+    runs = suite.included(variant)
+    labels = setting_labels(settings_of(runs))
     rows = []
-    for setting in setting_order(labels):
-        for algorithm in algorithm_order(r.algorithm for r in suite.runs if r.setting == setting):
-            runs = _cell_runs(suite, algorithm, setting)
-            hparams = sorted({_hyperparameters(r) for r in runs})
-            executors = sorted({_executor(r) for r in runs})
-            rows.append([Cell(algorithm_title(algorithm)), Cell(labels[setting]),
-                         Cell(", ".join(str(s) for s in sorted({r.seed for r in runs}))),
-                         Cell(" | ".join(hparams) or "–"), Cell(" | ".join(executors))])
+    for setting, row, cell in _cells(runs, labels):
+        executors = sorted({e if not f else f"{e} (fell back: {f})" for e, f in
+                            zip(cell["executor"], cell["executor_fallback"])})
+        rows.append([Cell(row_title(row)), Cell(labels[setting]),
+                     Cell(", ".join(str(s) for s in sorted(set(cell["seed"].dropna().astype(int))))),
+                     Cell(" | ".join(sorted(set(cell["hyperparameters"]))) or DASH), Cell(" | ".join(executors))])
     return Table("cell_settings", "Hyperparameters and executor per cell",
                  "Each cell's algorithm hyperparameters (as run, from summary.json) and the client executor that "
-                 "trained it (a vectorised run that fell back to sequential says so).",
+                 "trained it (a vectorised run that fell back to sequential says so). Runs of one cell agree on every "
+                 "setting but the seed (see Configurations).",
                  ["Algorithm", "Setting", "Seeds", "Hyperparameters", "Executor"], rows, label_columns=5,
-                 empty_text="No finished runs.")
+                 empty_text="No finished runs.", notes=[provenance(suite.name, runs).line()])
 
 
-def _hyperparameters(run: Run) -> str:
-    table = run.summary["config"].get("algorithms", {}).get(run.algorithm, {})
-    return ", ".join(f"{key}={value}" for key, value in sorted(table.items()))
+def variants_table(suite: Suite) -> Table:
+    """Every configuration of the suite's runs, with the shared settings in which it differs from A."""
+    main = suite.main
+    rows = []
+    for variant in suite.variants:
+        runs = suite.included(variant)
+        both = pd.concat([runs, suite.diverged(variant)])
+        differ = "; ".join(differences(suite.runs, variant, main)) if variant != main else "the reference"
+        rows.append([Cell(variant), Cell(str(len(runs))),
+                     Cell(", ".join(dict.fromkeys(row_title(r) for r in row_order(rows_of(both))))),
+                     Cell(", ".join(setting_labels(settings_of(both)).values())), Cell(differ)])
+    return Table("configurations", "Configurations",
+                 "Runs that differ in any setting but the table's axes (algorithm, dataset, heterogeneity level) "
+                 "and the seed are never averaged or ranked together: each configuration has its own table. A is "
+                 "the configuration with the most runs; the others list the settings in which they differ from it. "
+                 "Rows or columns labelled with settings (\"FedProx (mu=0.1)\") split runs whose hyperparameters or "
+                 "dataset settings differ within one dataset.",
+                 ["Configuration", "Runs", "Algorithms", "Settings", "Differs from A in"], rows, label_columns=5,
+                 empty_text="No finished runs.", notes=[provenance(suite.name, suite.included()).line()])
 
 
-def _executor(run: Run) -> str:
-    execution = run.summary.get("execution") or {}
-    name = execution.get("executor", "not recorded")
-    return f"{name} (fell back: {execution['executor_fallback']})" if execution.get("executor_fallback") else name
-
-
-def excluded_table(suite: SuiteRuns) -> Table:
-    labels = setting_labels(e.setting for e in suite.excluded if e.setting)
-    rows = [[Cell(e.name), Cell(algorithm_title(e.algorithm) if e.algorithm else "?"),
-             Cell(labels[e.setting] if e.setting else "?"), Cell(e.reason)] for e in suite.excluded]
+def excluded_table(suite: Suite) -> Table:
+    excluded = suite.excluded()
+    known = excluded[(excluded["dataset"] != "") & excluded["level"].notna() & (excluded["scheme"] != "")]
+    labels = setting_labels(settings_of(known))
+    rows = []
+    for run in excluded.itertuples(index=False):
+        setting = setting_of(run) if run.dataset and run.scheme and not math.isnan(run.level) else None
+        rows.append([Cell(run.run), Cell(row_title((run.algorithm, "")) if run.algorithm else "?"),
+                     Cell(labels[setting] if setting in labels else "?"), Cell(run.excluded)])
     return Table("excluded_runs", "Excluded runs", "Run folders left out of every table and figure, with why.",
                  ["Run folder", "Algorithm", "Setting", "Reason"], rows, label_columns=4,
                  empty_text="No runs were excluded.")
 
 
-def _diverged(suite: SuiteRuns):
-    return [e for e in suite.excluded if e.diverged and e.setting is not None]
+def _cells(runs: pd.DataFrame, labels: dict):
+    """(setting, row, runs of the cell) in report order."""
+    settings = settings_of(runs)
+    for setting in setting_order(labels):
+        in_setting = runs[[s == setting for s in settings]]
+        for row in row_order(rows_of(in_setting)):
+            yield setting, row, _cell(in_setting, row, setting)
 
 
-def _cell_runs(suite: SuiteRuns, algorithm: str, setting: Setting) -> list[Run]:
-    return [r for r in suite.runs if r.algorithm == algorithm and r.setting == setting]
+def _cell(runs: pd.DataFrame, row, setting) -> pd.DataFrame:
+    mask = ((runs["algorithm"] == row[0]) & (runs["row_label"] == row[1]) & (runs["dataset"] == setting.dataset)
+            & (runs["scheme"] == setting.scheme) & (runs["level"] == setting.level)
+            & (runs["column_label"] == setting.extra))
+    return runs[mask]
 
 
-def _accuracy_stats(suite: SuiteRuns, algorithm: str, setting: Setting, value) -> Stats:
-    raw = [value(r) for r in _cell_runs(suite, algorithm, setting)]
-    diverged = sum(1 for e in _diverged(suite) if e.algorithm == algorithm and e.setting == setting)
-    return Stats(tuple(100.0 * v for v in raw if is_finite(v)), diverged, sum(1 for v in raw if v is None))
-
-
-def _accuracy_cell(stats: Stats, most: int, best: float | None) -> Cell:
-    if not stats.n:
-        if stats.diverged:
-            return Cell("diverged" if stats.diverged == 1 else f"{stats.diverged} diverged")
-        return Cell("no validation split" if stats.unavailable else "–")
-    notes = ([f"n={stats.n}"] if stats.n < most else []) + ([f"{stats.diverged} diverged"] if stats.diverged else [])
-    text = stats.text() + (f" ({', '.join(notes)})" if notes else "")
-    return Cell(text, bold=round(stats.mean, 2) == best)
-
-
-def _mean_of(runs: list[Run], get) -> str:
-    values = [v for v in (get(r) for r in runs) if v is not None]
-    return f"{statistics.fmean(values):.3f}" if values else "–"
+def _cell_key(run) -> tuple:
+    return (run["algorithm"], run["row_label"]), setting_of(run)

@@ -1,11 +1,14 @@
-"""The report builder on hand-written results folders: tables against golden files, exclusions,
-byte-identical rebuilds, links of index.html, and the promise that it never imports torch.
+"""The report builder on hand-written results folders: tables against golden files, exclusions of
+damaged runs, configurations never averaged together, provenance, byte-identical rebuilds (from the
+results and from the report's own CSVs), links of index.html, one-line errors, and the promise that
+it never imports torch.
 
 Regenerate the golden files with ``UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_reports.py``
 and review the diff before keeping it.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -13,12 +16,14 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from benchmarks.store.schema import SCHEMA
-from reports import build_report
+from reports import build_from_csv, build_report
 from reports.__main__ import main as reports_main
-from reports.figures import line_style
+from reports.figures import Panel, Series, line_style, line_width, round_ticks
+from reports.tables import Stats, winner
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "reports"
@@ -27,17 +32,31 @@ SUITE = "golden"
 TITLES = {"fedavg": "FedAvg", "fedprox": "FedProx", "feddf": "FedDF", "fedgen": "FedGen", "dynafed": "DynaFed",
           "fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 DEVIATIONS = ["partition.clients=4 (paper 80)", "rounds=3 (paper 200)"]
+VERSIONS = {"python": "3.11.7", "torch": "2.13.0+cpu", "numpy": "2.4.6", "cpu": "AMD EPYC", "cpu_capability": "AVX2"}
+# 2025-01-02 03:04 UTC: summaries get this modification time (plus the seed in minutes), so that the
+# report's dates, which come from the runs, are the same on every test run.
+STAMP = 1735787040
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
 
 
 def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed: int, test_curve: list[float], *,
               has_val: bool = True, status: str = "complete", schema: int = SCHEMA, deviations=DEVIATIONS,
               artifacts=(), server_parts: dict | None = None, folder: str | None = None, drop=(),
-              clients: dict | None = None, mechanism: dict | None = None) -> Path:
-    """One run folder in the documented results format; ``test_curve`` holds rounds 0..R."""
-    config = {"algorithm": algorithm, "seed": seed, "rounds": len(test_curve) - 1,
-              "dataset": {"name": dataset}, "partition": {"scheme": "balanced_dirichlet", "alpha": alpha,
-                                                         "clients": 4, "seed": seed},
-              "clients": clients or {"lr": 0.001}}
+              clients: dict | None = None, mechanism: dict | None = None, config: dict | None = None,
+              summary_extra: dict | None = None) -> Path:
+    """One run folder in the documented results format; ``test_curve`` holds rounds 0..R. ``server_parts``
+    are one-off server work timed in round 1 (its seconds are part of that round's server and round time);
+    ``config`` is merged into the run's config."""
+    config = _merge({"algorithm": algorithm, "seed": seed, "rounds": len(test_curve) - 1,
+                     "dataset": {"name": dataset}, "partition": {"scheme": "balanced_dirichlet", "alpha": alpha,
+                                                                "clients": 4, "seed": seed},
+                     "model": {"name": "convnet", "width": 32}, "clients": clients or {"lr": 0.001}}, config or {})
     run_id = f"{algorithm}_{dataset}_balanced_dirichlet-{alpha:g}_s{seed}_0123456789"
     path = suite_dir / (folder or run_id)
     path.mkdir(parents=True)
@@ -46,12 +65,13 @@ def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed:
     with open(path / "rounds.csv", "w") as fh:
         fh.write("round,split,metric,value\n")
         for rnd, acc in enumerate(test_curve):
-            fh.write(f"{rnd},val,accuracy,{acc!r}\n{rnd},test,accuracy,{acc!r}\n")
+            fh.write(f"{rnd},val,accuracy,{acc!r}\n{rnd},test,accuracy,{acc!r}\n{rnd},test,loss,{2.0 - acc!r}\n")
     with open(path / "timings.csv", "w") as fh:
         fh.write("round,split,metric,value\n")
         for rnd in range(1, last + 1):
-            fh.write(f"{rnd},time,round_seconds,{1.0 + seed}\n{rnd},time,client_seconds,{0.5 + seed}\n"
-                     f"{rnd},time,server_seconds,{0.25 * rnd}\n{rnd},time,eval_seconds,0.125\n")
+            once = sum((server_parts or {}).values()) if rnd == 1 else 0.0
+            fh.write(f"{rnd},time,round_seconds,{1.0 + seed + 0.25 * rnd + once}\n{rnd},time,client_seconds,"
+                     f"{0.5 + seed}\n{rnd},time,server_seconds,{0.25 * rnd + once}\n{rnd},time,eval_seconds,0.125\n")
             for part, seconds in (server_parts or {}).items():
                 if rnd == 1:
                     fh.write(f"{rnd},time,server_{part}_seconds,{seconds}\n")
@@ -67,20 +87,24 @@ def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed:
         "algorithm_title": TITLES.get(algorithm, algorithm),
         "dataset": {"title": TITLES.get(config["dataset"]["name"], config["dataset"]["name"])},
         "execution": {"threads": 1, "checkpoint_every": 10, "executor": "sequential", "executor_fallback": None},
+        "versions": VERSIONS, "git_revision": "0123456789abcdef0123456789abcdef01234567",
         "mechanism": mechanism or {"engaged": None, "evidence": "baseline",
                                    "series": {"train.local_steps": {"first": 4.0, "last": 4.0, "mean": 4.0},
                                               "train.drift": {"first": 0.5, "last": 0.25, "mean": 0.375}}},
+        **(summary_extra or {}),
     }
     for key in drop:
         summary.pop(key, None)
     if "summary" not in drop:
         (path / "summary.json").write_text(json.dumps(summary))
+        os.utime(path / "summary.json", (STAMP + 60 * seed, STAMP + 60 * seed))
     return path
 
 
 def write_golden_results(root: Path) -> Path:
     """Every case a table must show: full cells, a single seed, a missing cell, a partly and a wholly
-    diverged cell, a run without validation split, and runs that must only be listed as excluded."""
+    diverged cell, a run without validation split, a clear winner and a gap within the noise, one-off
+    server work, runs of other configurations, and runs that must only be listed as excluded."""
     suite = root / SUITE
     for seed, final in enumerate([0.70, 0.72, 0.74]):
         write_run(suite, "fedavg", "fmnist", 0.01, seed, [0.1, 0.5, 0.6, final])
@@ -90,21 +114,69 @@ def write_golden_results(root: Path) -> Path:
                                    "series": {"train.local_steps": {"first": 4.0, "last": 4.0, "mean": 4.0}}})
     from PIL import Image
     Image.new("L", (6, 4), color=128).save(dynafed / "dynafed_synthetic.png")
+    # FMNIST 0.16: FedProx beats FedAvg by 10 points with a spread of 1: bold.
+    for seed in range(3):
+        write_run(suite, "fedavg", "fmnist", 0.16, seed, [0.1, 0.4, 0.5, 0.60 + 0.01 * seed])
+        write_run(suite, "fedprox", "fmnist", 0.16, seed, [0.1, 0.4, 0.6, 0.70 + 0.01 * seed])
+    # FMNIST 0.04: DynaFed leads by 2 points with a spread of 7: not bold.
+    for seed, final in enumerate([0.50, 0.60]):
+        write_run(suite, "fedavg", "fmnist", 0.04, seed, [0.1, 0.3, 0.4, final])
+        write_run(suite, "dynafed", "fmnist", 0.04, seed, [0.1, 0.3, 0.4, final + 0.02], deviations=DEVIATIONS[1:])
+    write_run(suite, "fedprox", "fmnist", 0.04, 0, [0.1, 0.3, 0.2, float("nan")])
     write_run(suite, "fedavg", "synthetic", 1.0, 0, [0.1, 0.3, 0.4, 0.5])
     write_run(suite, "fedavg", "synthetic", 1.0, 1, [0.1, 0.3, float("nan"), float("nan")], status="diverged")
     write_run(suite, "fedprox", "synthetic", 1.0, 0, [0.1, 0.3, 0.45, 0.5], has_val=False)
-    write_run(suite, "fedprox", "fmnist", 0.04, 0, [0.1, 0.3, 0.2, float("nan")])
     write_run(suite, "fedavg", "fmnist", 0.01, 3, [0.1, 0.2, 0.3, 0.4], folder=".tmp-fedavg_fmnist_s3-4242",
               drop=("summary",))
     write_run(suite, "fedavg", "fmnist", 0.01, 4, [0.1, 0.2, 0.3, 0.4], folder="fedavg_half_written",
               drop=("summary",))
     write_run(suite, "fedavg", "fmnist", 0.01, 5, [0.1, 0.2, 0.3, 0.99], schema=0, folder="fedavg_old_schema")
     write_run(suite, "fedavg", "fmnist", 0.01, 6, [0.1, 0.2, 0.3, 0.99], drop=("timing",), folder="fedavg_no_timing")
-    for lr in (0.01, 0.1):  # one seed twice under different configs: neither may be averaged in
+    for name, damage in DAMAGE.items():
+        damage(write_run(suite, "fedavg", "fmnist", 0.01, 8, [0.1, 0.2, 0.3, 0.99], folder=f"fedavg_{name}"))
+    for lr in (0.01, 0.1):  # one seed twice under other configs: their own tables, never averaged in
         write_run(suite, "fedavg", "fmnist", 0.01, 7, [0.1, 0.2, 0.3, lr], clients={"lr": lr}, folder=f"fedavg_lr{lr}")
     (root / "tuning" / "fedprox_fmnist").mkdir(parents=True)
     (root / "tuning" / "fedprox_fmnist" / "best.toml").write_text("[algorithms.fedprox]\nmu = 0.1\n")
     return root
+
+
+def _edit(name: str, change):
+    def damage(path: Path):
+        file = path / name
+        file.write_bytes(change(file.read_bytes()))
+    return damage
+
+
+def _summary(change):
+    def damage(path: Path):
+        file = path / "summary.json"
+        stamp = file.stat().st_mtime
+        summary = json.loads(file.read_text())
+        change(summary)
+        file.write_text(json.dumps(summary))
+        os.utime(file, (stamp, stamp))  # the run's date stays its own, so that the golden runs.csv holds
+    return damage
+
+
+# Damage a run folder can suffer, and what the report must say about it (in excluded_runs.md).
+DAMAGE = {
+    "cut_off": _edit("rounds.csv", lambda b: b[:-6]),  # the last line loses its end (and its newline)
+    "not_numeric": _edit("rounds.csv", lambda b: b.replace(b"0,test,accuracy,0.1\n", b"0,test,accuracy,zero\n")),
+    "emptied": _edit("rounds.csv", lambda b: b""),
+    "header_only": _edit("rounds.csv", lambda b: b.split(b"\n")[0] + b"\n"),
+    "lost_rounds": _edit("rounds.csv", lambda b: b"".join(b.splitlines(keepends=True)[:-3])),
+    "short_row": _edit("timings.csv", lambda b: b.replace(b",time,client_seconds,", b",time,", 1)),
+    "bad_summary": _summary(lambda s: s["final"].update(test_accuracy="high")),
+    "ragged_partition": _summary(lambda s: s["partition"].update(class_counts=[[1, 2], [3]])),
+}
+DAMAGE_REASONS = {
+    "cut_off": "rounds.csv: line 13 is cut off", "not_numeric": "rounds.csv: line 3 is not numeric",
+    "emptied": "rounds.csv is empty", "header_only": "rounds.csv has a header but no rows",
+    "lost_rounds": "rounds.csv ends at round 2, but summary.json's final round is 3",
+    "short_row": "timings.csv: line 3 has 3 fields, not 4",
+    "bad_summary": "summary.json: final is malformed", "ragged_partition": "partition.class_counts is not",
+}
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +187,12 @@ def built(tmp_path_factory):
     return root, out
 
 
-@pytest.mark.parametrize("name", ["main_table.md", "mechanism.md", "cell_settings.md", "main_table.tex", "best_val_table.md", "paper_comparison.md",
-                                  "paper_comparison.tex", "cost_table.md", "excluded_runs.md"])
+GOLDEN_FILES = ["main_table.md", "main_table.tex", "gain_over_fedavg.md", "gain_over_fedavg.tex", "best_val_table.md",
+                "paper_comparison.md", "paper_comparison.tex", "mechanism.md", "cost_table.md", "cell_settings.md",
+                "configurations.md", "main_table_B.md", "excluded_runs.md", "runs.csv"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_FILES)
 def test_tables_match_golden(built, name):
     text = (built[1] / name).read_text(encoding="utf-8")
     golden = GOLDEN / name
@@ -126,24 +202,197 @@ def test_tables_match_golden(built, name):
     assert text == golden.read_text(encoding="utf-8")
 
 
+def _bold_cells(table: str) -> int:
+    return sum(line.count("| **") for line in table.splitlines() if line.startswith("|"))
+
+
+def _row(table: str, first: str) -> list[str]:
+    """The cells of the Markdown row whose first cell is ``first``."""
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in\n{table}")
+
+
 def test_excluded_runs_stay_out_of_the_averages(built):
     main = (built[1] / "main_table.md").read_text()
-    assert "| FedAvg | 72.00 ± 2.00 |" in main  # seeds 0-2 only: the unfinished and older runs are not in
-    assert "diverged" in main and "–" in main and "(n=1)" in main
+    fedavg = _row(main, "FedAvg")
+    assert fedavg[1] == "72.00 ± 2.00 (n=3)"  # seeds 0-2 only: unfinished, damaged and other-config runs are not in
+    assert fedavg[4] == "50.00 (n=1, 1 diverged)" and _row(main, "FedProx")[2] == "diverged"
     excluded = (built[1] / "excluded_runs.md").read_text()
-    for folder in (".tmp-fedavg_fmnist_s3-4242", "fedavg_half_written", "fedavg_old_schema", "fedavg_no_timing",
-                   "fedavg_lr0.01", "fedavg_lr0.1"):
+    for folder in (".tmp-fedavg_fmnist_s3-4242", "fedavg_half_written", "fedavg_old_schema", "fedavg_no_timing"):
         assert folder in excluded
+    for name, reason in DAMAGE_REASONS.items():
+        assert reason in _row(excluded, f"fedavg_{name}")[3], name
+
+
+def test_bold_only_beyond_the_seeds_noise(built):
+    main = (built[1] / "main_table.md").read_text()
+    # 0.16: FedProx 71 ± 1 vs FedAvg 61 ± 1 (n=3 each): bold. 0.04: DynaFed 57 ± 7 vs 55 ± 7: not bold.
+    # 0.01: DynaFed's 85 is one seed: never bold, however far ahead.
+    assert _row(main, "FedProx")[3] == "**71.00 ± 1.00 (n=3)**"
+    assert _row(main, "DynaFed")[2] == "57.00 ± 7.07 (n=2)" and _row(main, "DynaFed")[1] == "85.00 (n=1)‡"
+    assert _bold_cells(main) == 1
+
+
+def test_winner_rule():
+    s = lambda mean, std, n: Stats(n, mean, std)  # noqa: E731
+    assert winner({"a": s(71, 1, 3), "b": s(61, 1, 3)}) == "a"
+    assert winner({"a": s(71, 1, 3), "b": s(70.5, 0.2, 3)}) is None  # 0.5 points < the larger std
+    assert winner({"a": s(90, float("nan"), 1), "b": s(61, 1, 3)}) is None  # one seed
+    assert winner({"a": s(71, 1, 3)}) is None  # nothing to beat
+
+
+def test_gain_over_fedavg_is_paired_and_beside_the_paper(built):
+    gain = (built[1] / "gain_over_fedavg.md").read_text()
+    # FedProx − FedAvg at 0.16: +10 in every seed (paper: 89.54 − 89.15 ... from the reference table)
+    reference = pd.read_csv(REPO / "reports" / "reference" / "dynafed_table.csv")
+    paper = reference.set_index(["algorithm", "dataset", "alpha"])["accuracy_mean"]
+    cells = _row(gain, "FedProx")
+    assert cells[3] == f"+10.00 ± 0.00 / {paper['fedprox', 'fmnist', 0.16] - paper['fedavg', 'fmnist', 0.16]:+.2f}"
+    # DynaFed at 0.01 ran seed 0 only: paired with FedAvg's seed 0 (70%), not with FedAvg's mean (72%).
+    assert _row(gain, "DynaFed")[1].startswith("+15.00 (n=1) / ")
+
+
+def test_cost_table_separates_one_off_work(built):
+    cost = (built[1] / "cost_table.md").read_text()
+    assert "| synthesis s once |" in cost
+    fedavg = _row(cost, "Fashion-MNIST α=0.01")  # the setting's first row
+    assert fedavg[1] == "FedAvg" and fedavg[5] == "0.50" and fedavg[6] == "–"  # no synthesis: "–", not 0
+    for line in cost.splitlines():
+        if "| DynaFed |" in line and "α=0.01" in line:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            # round time without the 3 s synthesis: 1.5 on average, not 2.5; synthesis is its total
+            assert cells[3:7] == ["1.50", "0.50", "0.50", "3.00"], cells
+            break
+    else:
+        raise AssertionError(cost)
+
+
+def test_provenance_on_the_page_and_under_every_table(built):
+    out = built[1]
+    for name in GOLDEN_FILES:
+        if name.endswith(".md") and name != "excluded_runs.md":
+            text = (out / name).read_text()
+            assert "Provenance: suite golden (benchmarks/experiments/suites/golden.toml)" in text, name
+            assert "git 0123456789ab; torch 2.13.0+cpu; CPU AMD EPYC (AVX2)" in text, name
+    # the runs' dates (a summary is `seed` minutes younger than seed 0's), never the build's
+    assert "finished 2025-01-02 03:04 UTC to 2025-01-02 03:06 UTC" in (out / "main_table.md").read_text()
+    page = (out / "index.html").read_text()
+    assert '<section id="provenance">' in page  # the page counts configurations B and C (seed 7) too
+    assert "<th scope=\"row\">Newest run finished</th><td>2025-01-02 03:11 UTC</td>" in page
 
 
 def test_rebuild_is_byte_identical(built, tmp_path):
     root, first = built
     build_report(SUITE, root, tmp_path)
+    _assert_same_tree(first, tmp_path)
+
+
+def test_rebuild_from_csvs_is_byte_identical_without_results(built, tmp_path):
+    _, first = built
+    build_from_csv(SUITE, first, tmp_path)
+    _assert_same_tree(first, tmp_path)
+    runs = pd.read_csv(first / "runs.csv", keep_default_na=False)
+    assert len(runs) == len([p for p in (built[0] / SUITE).iterdir() if p.is_dir()])
+    assert list(runs.columns[:14]) == ["suite", "run", "variant", "algorithm", "row_label", "dataset", "column_label",
+                                       "scheme", "alpha", "level", "seed", "partition_seed", "final_round",
+                                       "final_test_accuracy"]
+    curves = pd.read_csv(first / "curves.csv")
+    assert list(curves.columns) == ["run", "round", "split", "metric", "value"]
+    assert set(curves["run"]) == set(runs.loc[runs["excluded"] == "", "run"])
+
+
+def _assert_same_tree(first: Path, second: Path, figures: bool = True):
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert any(f.suffix == ".svg" for f in files) and any(f.suffix == ".png" for f in files)
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    if figures:
+        assert any(f.suffix == ".svg" for f in files) and any(f.suffix == ".png" for f in files)
     for rel in files:
-        assert (first / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+def test_runs_that_differ_in_a_non_axis_setting_are_never_averaged_or_ranked(tmp_path):
+    """A 1-round ConvNet-128 FedAvg beside a 3-round ConvNet-32 FedProx: two configurations, two tables."""
+    suite = tmp_path / "results" / "mixed"
+    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.9], config={"model": {"width": 128}})
+    write_run(suite, "fedavg", "fmnist", 0.01, 1, [0.1, 0.91], config={"model": {"width": 128}})
+    write_run(suite, "fedprox", "fmnist", 0.01, 0, [0.1, 0.2, 0.3, 0.4])
+    build_report("mixed", tmp_path / "results", tmp_path / "out")
+    main = (tmp_path / "out" / "main_table.md").read_text()
+    assert "FedAvg" in main and "FedProx" not in main and not _bold_cells(main)
+    other = (tmp_path / "out" / "main_table_B.md").read_text()
+    assert "FedProx" in other and "FedAvg" not in other
+    assert "differs from A in model.width=32 (A: 128); rounds=3 (A: 1)" in other
+    configurations = (tmp_path / "out" / "configurations.md").read_text()
+    assert _row(configurations, "B")[4] == "model.width=32 (A: 128); rounds=3 (A: 1)"
+
+
+def test_a_stray_override_run_leaves_the_legitimate_cell_in_the_table(tmp_path):
+    """`run --set rounds=2` beside a sweep's seed 0: the sweep's cell keeps its three seeds."""
+    suite = tmp_path / "results" / "quick"
+    for seed in range(3):
+        write_run(suite, "fedavg", "fmnist", 0.01, seed, [0.1, 0.5, 0.6, 0.70 + 0.01 * seed])
+        write_run(suite, "fedprox", "fmnist", 0.01, seed, [0.1, 0.5, 0.6, 0.705 + 0.01 * seed])
+    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.5, 0.55], folder="fedavg_override_rounds2")
+    build_report("quick", tmp_path / "results", tmp_path / "out")
+    main = (tmp_path / "out" / "main_table.md").read_text()
+    assert _row(main, "FedAvg")[1] == "71.00 ± 1.00 (n=3)" and _row(main, "FedProx")[1] == "71.50 ± 1.00 (n=3)"
+    assert not _bold_cells(main)  # a half-point lead with a 1-point spread is noise
+    assert "rounds=2 (A: 3)" in (tmp_path / "out" / "configurations.md").read_text()
+    assert "fedavg_override_rounds2" not in (tmp_path / "out" / "excluded_runs.md").read_text()
+
+
+def test_hyperparameter_variants_are_rows_and_per_dataset_settings_split_nothing(tmp_path):
+    suite = tmp_path / "results" / "hp"
+    for seed in range(2):
+        write_run(suite, "fedprox", "fmnist", 0.01, seed, [0.1, 0.6], config={"algorithms": {"fedprox": {"mu": 0.01}}})
+    write_run(suite, "fedprox", "fmnist", 0.01, 0, [0.1, 0.5], config={"algorithms": {"fedprox": {"mu": 0.1}}},
+              folder="fedprox_mu0.1")
+    # a suite's [[when]] rule: DynaFed keeps 2 images per class on CIFAR-100, 10 elsewhere
+    write_run(suite, "dynafed", "fmnist", 0.01, 0, [0.1, 0.7], config={"algorithms": {"dynafed": {"ipc": 10}}})
+    write_run(suite, "dynafed", "cifar100", 0.01, 0, [0.1, 0.05], config={"algorithms": {"dynafed": {"ipc": 2}}})
+    build_report("hp", tmp_path / "results", tmp_path / "out")
+    main = (tmp_path / "out" / "main_table.md").read_text()
+    assert _row(main, "FedProx (mu=0.01)")[1] == "60.00 ± 0.00 (n=2)"
+    assert _row(main, "FedProx (mu=0.1)")[1] == "50.00 (n=1)"
+    assert _row(main, "DynaFed")[1:] == ["70.00 (n=1)", "5.00 (n=1)"]
+    assert not (tmp_path / "out" / "configurations.md").exists()
+
+
+def test_a_copied_run_counts_once(tmp_path):
+    suite = tmp_path / "results" / "dup"
+    for seed in range(2):
+        write_run(suite, "fedavg", "fmnist", 0.01, seed, [0.1, 0.6 + 0.1 * seed])
+    write_run(suite, "fedavg", "fmnist", 0.01, 1, [0.1, 0.7], folder="zz_copy_of_seed1")
+    build_report("dup", tmp_path / "results", tmp_path / "out")
+    assert _row((tmp_path / "out" / "main_table.md").read_text(), "FedAvg")[1] == "65.00 ± 7.07 (n=2)"
+    reason = _row((tmp_path / "out" / "excluded_runs.md").read_text(), "zz_copy_of_seed1")[3]
+    assert reason.startswith("duplicate of fedavg_fmnist_balanced_dirichlet-0.01_s1_0123456789")
+
+
+def test_validation_only_runs_report_validation_accuracy(tmp_path):
+    suite = tmp_path / "results" / "ablation"
+    path = write_run(suite, "dynafed", "fmnist", 0.01, 0, [0.1, 0.6], config={"eval_test": False})
+    summary = json.loads((path / "summary.json").read_text())
+    summary["final"] = {"round": 1, "test_accuracy": None, "val_accuracy": 0.6}
+    summary["best_val"] = {"round": 1, "val_accuracy": 0.6, "test_accuracy": None}
+    (path / "summary.json").write_text(json.dumps(summary))
+    rounds = (path / "rounds.csv").read_text().splitlines(keepends=True)
+    (path / "rounds.csv").write_text("".join(line for line in rounds if ",test," not in line))
+    build_report("ablation", tmp_path / "results", tmp_path / "out")
+    main = (tmp_path / "out" / "main_table.md").read_text()
+    assert main.startswith("**Final validation accuracy (%).**") and _row(main, "DynaFed")[1] == "60.00 (n=1)"
+    assert not (tmp_path / "out" / "gain_over_fedavg.md").exists()
+
+
+def test_summary_date_wins_over_the_file_time(tmp_path):
+    suite = tmp_path / "results" / "dated"
+    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.6],
+              summary_extra={"finished_at": "2024-05-06T07:08:09+02:00"})
+    build_report("dated", tmp_path / "results", tmp_path / "out")
+    assert "finished 2024-05-06 05:08 UTC" in (tmp_path / "out" / "main_table.md").read_text()
 
 
 class _Links(HTMLParser):
@@ -167,21 +416,34 @@ def _index_links(out: Path) -> _Links:
 def test_index_links_every_output_and_every_link_resolves(built):
     root, out = built
     parser = _index_links(out)
-    assert parser.sections == ["main", "mechanism", "best-val", "paper", "cost", "cell-settings", "curves", "partitions", "synthetic", "tuned",
-                               "excluded"]
+    assert parser.sections == ["provenance", "main", "gain", "best-val", "paper", "mechanism", "cost", "cell-settings",
+                               "configurations", "curves", "loss-time", "partitions", "synthetic", "tuned", "excluded"]
     assert all((out / target).is_file() for target in parser.targets), parser.targets
     linked = set(parser.targets)
     for slug in ("fmnist_balanced_dirichlet_0.01", "synthetic_balanced_dirichlet_1"):
         for kind in ("curves", "partition"):
             assert {f"figures/{kind}_{slug}.png", f"figures/{kind}_{slug}.svg"} <= linked
+    for stem in ("curves_all", "loss_all", "accuracy_time"):
+        assert {f"figures/{stem}.png", f"figures/{stem}.svg"} <= linked
+    assert {"runs.csv", "curves.csv", "partitions.csv", "main_table_B.md", "tuning/fedprox_fmnist/best.toml"} <= linked
     # several settings also get one page of every curve, before the per-setting figures
-    assert {"figures/curves_all.png", "figures/curves_all.svg"} <= linked
     assert parser.targets.index("figures/curves_all.svg") < parser.targets.index(
         "figures/curves_fmnist_balanced_dirichlet_0.01.svg")
-    copied = out / "figures" / "dynafed_synthetic_fmnist_balanced_dirichlet_0.01.png"
-    source = root / SUITE / "dynafed_fmnist_balanced_dirichlet-0.01_s0_0123456789" / "dynafed_synthetic.png"
-    assert copied.read_bytes() == source.read_bytes()
+    run = "dynafed_fmnist_balanced_dirichlet-0.01_s0_0123456789"
+    copied = out / "figures" / "synthetic" / f"{run}.png"
+    assert copied.read_bytes() == (root / SUITE / run / "dynafed_synthetic.png").read_bytes()
     assert "mu = 0.1" in (out / "index.html").read_text()
+
+
+def test_tall_synthetic_grids_scroll_instead_of_filling_the_page(tmp_path):
+    suite = tmp_path / "results" / "tall"
+    run = write_run(suite, "dynafed", "cifar100", 0.01, 0, [0.1, 0.05], artifacts=["dynafed_synthetic.png"])
+    from PIL import Image
+    Image.new("L", (35, 400), color=128).save(run / "dynafed_synthetic.png")
+    build_report("tall", tmp_path / "results", tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert f'<div class="strip"><img src="figures/synthetic/{run.name}.png"' in page
+    assert 'width="35" height="400"' in page
 
 
 def test_cli_never_imports_torch_and_omits_absent_sections(tmp_path):
@@ -198,22 +460,107 @@ def test_cli_never_imports_torch_and_omits_absent_sections(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
     sections = _index_links(tmp_path / "out").sections
-    assert "tuned" not in sections and "synthetic" not in sections
+    assert "tuned" not in sections and "synthetic" not in sections and "configurations" not in sections
 
 
-def test_missing_suite_is_a_one_line_error(tmp_path, capsys):
-    assert reports_main(["nosuch", "--results", str(tmp_path)]) == 2
+def _one_line_error(capsys, argv, *needles):
+    assert reports_main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nosuch" in err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
 
 
-def test_default_output_cannot_overwrite_the_package(tmp_path, capsys):
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    _one_line_error(capsys, ["nosuch", "--results", str(tmp_path)], "nosuch")
     (tmp_path / "reference").mkdir()
-    assert reports_main(["reference", "--results", str(tmp_path)]) == 2
-    assert "--out" in capsys.readouterr().err
+    _one_line_error(capsys, ["reference", "--results", str(tmp_path)], "--out")
+    write_run(tmp_path / "ok", "fedavg", "fmnist", 0.01, 0, [0.1, 0.2])
+    (tmp_path / "a_file").write_text("x")
+    _one_line_error(capsys, ["ok", "--results", str(tmp_path), "--out", str(tmp_path / "a_file")], "is a file")
+    _one_line_error(capsys, ["ok", "--results", str(tmp_path), "--out", str(tmp_path / "a_file" / "sub")],
+                    "cannot create")
+    _one_line_error(capsys, ["ok", "--from-csv", str(tmp_path / "none"), "--out", str(tmp_path / "o")], "not a folder")
+    _one_line_error(capsys, ["ok", "--from-csv", str(tmp_path), "--out", str(tmp_path / "o")], "has no runs.csv")
+    assert reports_main(["ok", "--results", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, ["other", "--from-csv", str(tmp_path / "rep"), "--out", str(tmp_path / "o")],
+                    "holds suite ok, not other")
+    runs = tmp_path / "rep" / "runs.csv"
+    runs.write_text(runs.read_text().replace(",0.2,", ",high,", 1))
+    _one_line_error(capsys, ["ok", "--from-csv", str(tmp_path / "rep"), "--out", str(tmp_path / "o")],
+                    "runs.csv: column 'final_test_accuracy'")
+
+
+def test_damaged_results_never_stop_the_cli(tmp_path, capsys):
+    suite = tmp_path / "results" / "damaged"
+    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.5, 0.6, 0.7])
+    for name, damage in DAMAGE.items():
+        damage(write_run(suite, "fedavg", "fmnist", 0.01, 1, [0.1, 0.2, 0.3, 0.99], folder=f"fedavg_{name}"))
+    assert reports_main(["damaged", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 0
+    assert _row((tmp_path / "out" / "main_table.md").read_text(), "FedAvg")[1] == "70.00 (n=1)"
+
+
+def test_committed_report_rebuilds_when_results_are_absent(built, tmp_path, monkeypatch, capsys):
+    """`make report SUITE=x` in a fresh clone: no results/x, but reports/x holds its CSVs."""
+    import reports.__main__ as cli
+    committed = tmp_path / "repo" / "reports" / SUITE
+    build_from_csv(SUITE, built[1], committed)
+    before = {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("HETBENCH_RESULTS", str(tmp_path / "no_results"))
+    assert reports_main([SUITE]) == 0
+    assert "rebuilding from" in capsys.readouterr().err
+    assert before == {p: p.read_bytes() for p in committed.rglob("*") if p.is_file()}
+
+
+def test_round_ticks_fall_on_evaluated_rounds():
+    assert round_ticks([0, 5, 10, 15, 20, 25, 30]) == [0, 5, 10, 15, 20, 25, 30]
+    ticks = round_ticks(list(range(0, 201)))
+    assert ticks[0] == 0 and ticks[-1] == 200 and len(ticks) <= 11
+    ticks = round_ticks([0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 50])
+    assert ticks[-1] == 50 and set(ticks) <= {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 50}
+
+
+def test_a_panel_shows_chance_paper_and_every_method():
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from reports.figures import RC, _draw
+    points = pd.DataFrame({"run": ["a"] * 3, "round": [0, 5, 10], "x": [0.0, 5.0, 10.0], "y": [10.0, 50.0, 60.0]})
+    same = points.assign(run="b")
+    panel = Panel(0, 0, "t", [Series(0, "FedAvg", points, paper=74.5), Series(1, "FedProx", same, paper=76.9)],
+                  chance=10.0)
+    with matplotlib.rc_context(RC):
+        ax = Figure().add_subplot()
+        _draw(ax, panel, rounds_axis=True, markersize=4, base_width=2.6)
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels == ["0", "5", "10", "paper"]
+        widths = [line.get_linewidth() for line in ax.get_lines()[:2]]
+        assert widths[0] > widths[1]  # FedAvg, drawn first and wider, shows around FedProx drawn on top of it
+        assert any(list(line.get_ydata()) == [10.0, 10.0] for line in ax.get_lines())  # chance
+        assert {tuple(line.get_ydata()) for line in ax.get_lines()} >= {(74.5,), (76.9,)}  # the paper's marks
 
 
 def test_algorithms_differ_by_more_than_colour():
     looks = [line_style(i) for i in range(12)]
     assert len({(s["linestyle"], s["marker"]) for s in looks}) == 12
     assert len({s["color"] for s in looks[:8]}) == 8
+    assert all(line_width(i) > line_width(i + 1) for i in range(7))
+
+
+@pytest.mark.parametrize("case", ["empty", "only_diverged", "only_damaged"])
+def test_degenerate_suites_still_build(tmp_path, case):
+    suite = tmp_path / "results" / case
+    suite.mkdir(parents=True)
+    if case == "only_diverged":
+        write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, float("nan")], status="diverged")
+    if case == "only_damaged":
+        DAMAGE["emptied"](write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.2]))
+    build_report(case, tmp_path / "results", tmp_path / "out")
+    excluded = (tmp_path / "out" / "excluded_runs.md").read_text()
+    assert ("No runs were excluded." in excluded) == (case == "empty")
+    if case == "only_diverged":
+        assert _row((tmp_path / "out" / "main_table.md").read_text(), "FedAvg")[1] == "diverged"
+    build_from_csv(case, tmp_path / "out", tmp_path / "again")
+    _assert_same_tree(tmp_path / "out", tmp_path / "again", figures=False)
