@@ -56,10 +56,12 @@ cpu: setup
 	$(PY) -m benchmarks sweep cpu --jobs $(JOBS)
 	$(PY) -m reports cpu
 
+# Runs made with --set device=cuda file under paper@<hash> (a device changes numbers), so the report
+# reads the folder the suite's loader names.
 paper: setup
 	$(PY) -m benchmarks estimate paper --jobs $(JOBS) --set device=$(DEVICE)
 	$(PY) -m benchmarks sweep paper --jobs $(JOBS) --set device=$(DEVICE)
-	$(PY) -m reports paper
+	$(PY) -m reports $$($(PY) -c "from benchmarks.experiments.suites import load_suite; print(load_suite('paper', ['device=$(DEVICE)']).name)")
 
 report: $(STAMP)
 	$(PY) -m reports $(SUITE)

@@ -234,7 +234,10 @@ def mechanism_table(suite: Suite, variant: str) -> Table:
                  "diagnostics, recorded per run (DynaFed: fresh models trained on the synthetic set alone reach "
                  "at least twice chance on validation; FedDF: the ensemble teacher beats the student before "
                  "distillation in most rounds; FedGen: the clients' heads classify the generator's features at "
-                 "twice chance; FedProx: the proximal penalty is at least 1% of the local loss). A cell whose "
+                 "twice chance; FedProx: the proximal penalty is at least 1% of the local loss; SCAFFOLD: the "
+                 "control-variate correction moves clients by at least 5% of their update after round 1; FedBE: "
+                 "as FedDF, with its Bayesian ensemble as teacher; ABAVG: the client weights differ by at least a "
+                 "tenth of their mean; FedMix: the shared means' terms are at least 2% of the loss). A cell whose "
                  f"mechanism did not engage is marked {NOT_ENGAGED} in the accuracy tables: its number measures "
                  "something other than the method.",
                  ["Algorithm", "Setting", "Engaged", "Evidence (lowest seed)", "Local steps", "Drift"], rows,

@@ -9,6 +9,8 @@ again after an interruption.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import copy
 import math
 from dataclasses import replace
@@ -93,7 +95,8 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
                    algorithm_title=loop.algorithm.title, versions=versions(cfg.device),
                    git_revision=git_revision(), dataset=fed.describe(), partition=fed.stats,
                    paper_deviations=paper_deviations(cfg),
-                   artifacts=loop.algorithm.write_artifacts(out.tmp))
+                   artifacts=loop.algorithm.write_artifacts(out.tmp),
+                   finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return out.finish(summary)
 
 

@@ -7,7 +7,10 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite name: the folder under the results root (<suite>@<hash> for runs "
                                       "made with --set)")
-    parser.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/)")
+    source.add_argument("--from-csv", metavar="DIR", help="rebuild from a report's runs.csv and curves.csv in DIR "
+                                                         "(a committed report rebuilds without its results)")
     parser.add_argument("--out", help="report folder (default: reports/<suite>/ in the repository)")
 
 
@@ -18,5 +21,6 @@ def run(args) -> int:
 
     if not is_suite_name(args.suite):
         raise ConfigError(f"suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
-    argv = [args.suite] + (["--results", args.results] if args.results else []) + (["--out", args.out] if args.out else [])
+    argv = [args.suite] + (["--results", args.results] if args.results else []) + (
+        ["--from-csv", args.from_csv] if args.from_csv else []) + (["--out", args.out] if args.out else [])
     return report_main(argv)
