@@ -316,3 +316,19 @@ def test_config_show_lists_every_setting_with_its_default_and_doc(capsys):
     # the listing is itself a valid config: the defaults, for that algorithm
     cfg = config_from_dict(tomllib.loads(text), single_run=True)
     assert cfg == config_from_dict({"algorithm": "fedprox"})
+
+
+def test_base_starts_from_a_suite_base_keeping_only_the_chosen_algorithms_table(tmp_path, capsys):
+    """`run --base SUITE` takes the suite's [base] (here with tables for two algorithms, as suites share
+    them), keeps the chosen algorithm's table, says how long it will take, and ends with its result line."""
+    suite = tmp_path / "tiny_suite.toml"
+    suite.write_text(SUITE_BASE + "[base.algorithms.fedprox]\nmu = 0.5\n[base.algorithms.feddf]\ndistill_steps = 3\n"
+                     "[axes]\nalgorithm = [\"fedprox\"]\n")
+    argv = ["run", "--base", str(suite), "--set", "algorithm=fedprox", "--results", str(tmp_path / "r"), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "estimated time on this machine" in out and "final test accuracy" in out
+    config = next((tmp_path / "r").rglob("config.json")).read_text()
+    assert '"mu": 0.5' in config and "distill_steps" not in config
+    assert main(["run", "--base", "no_such_suite", "--results", str(tmp_path / "r")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -180,18 +180,33 @@ def apply_set_files(data: dict, set_files: list[SetFile], overrides: list[str]) 
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                set_files: list[str | Path] = ()) -> RunConfig:
-    """A single run's config: the file (defaults for what it omits), matching set-files, then ``--set``."""
-    data = read_toml(path) if path else {}
-    if set(data) & set(SUITE_SECTIONS):
+                set_files: list[str | Path] = (), base: str | None = None) -> RunConfig:
+    """A single run's config: a suite's ``[base]`` when ``base`` names one, the file over it (defaults for
+    what both omit), matching set-files, then ``--set``."""
+    user = read_toml(path) if path else {}
+    if set(user) & set(SUITE_SECTIONS):
         raise ConfigError(f"--config: {path} is a suite file ([suite], [base], [axes]); run it with "
                           f"`hetbench sweep {path}`")
+    data = merge_tables(suite_base(base), user) if base else user
     files = [read_set_file(p) for p in set_files]
     data, used = apply_set_files(data, files, overrides or [])
+    if base:  # a suite's base carries tables for all its algorithms; the run keeps its own and the user's
+        chosen = apply_overrides(data, overrides or []).get("algorithm", "fedavg")
+        data["algorithms"] = {name: table for name, table in data.get("algorithms", {}).items()
+                              if name == chosen or name in user.get("algorithms", {})}
     for f in files:
         if f not in used:
             raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; the config does not match")
     return config_from_dict(apply_overrides(data, overrides or []), single_run=True)
+
+
+def suite_base(name: str) -> dict:
+    """The ``[base]`` table of the suite ``name`` (``--base``)."""
+    from benchmarks.experiments.suites import suite_path  # the suites package imports this module
+    base = read_toml(suite_path(name), option="--base").get("base", {})
+    if not isinstance(base, dict):
+        raise ConfigError(f"--base: suite {name} has no [base] table")
+    return base
 
 
 def override_tag(overrides: list[str], set_files: list[SetFile]) -> str:

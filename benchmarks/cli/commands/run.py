@@ -5,6 +5,9 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", metavar="SUITE", help="start from a suite's [base] settings, e.g. --base quick "
+                                                        "(minutes on 2 CPU cores; without it the defaults are the "
+                                                        "paper's full scale)")
     parser.add_argument("--config", help="a run config TOML file (defaults apply to what it omits)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set partition.alpha=0.04 (repeatable); a run made with "
@@ -31,7 +34,7 @@ def run(args) -> int:
 
     if not is_suite_name(args.suite):
         raise ConfigError(f"--suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
-    cfg = load_config(args.config, args.overrides, args.set_files)
+    cfg = load_config(args.config, args.overrides, args.set_files, base=args.base)
     suite = _filing_suite(args, cfg)
     out = RunDirectory(results_root(args.results), suite, cfg.run_id())
     if out.is_complete():
@@ -40,6 +43,10 @@ def run(args) -> int:
     check_devices([cfg])
     if suite != args.suite:
         print(f"--set/--set-file change the config, so the run files under {suite}, apart from {args.suite}'s own runs")
+    from benchmarks.experiments.estimate import estimate_suite, format_duration
+    print(f"estimated time on this machine: {format_duration(estimate_suite([cfg], [cfg], 1).wall_seconds)} "
+          f"(algorithm {cfg.algorithm}, {cfg.rounds} rounds, {cfg.dataset.name}, {cfg.model.name}-{cfg.model.width})",
+          flush=True)
     start = time.perf_counter()
     run_dir = run_config(cfg, suite=suite, results=args.results, data_dir=args.data_dir, progress=not args.no_progress)
     print(outcome_line(run_dir, time.perf_counter() - start))
@@ -54,7 +61,7 @@ def _filing_suite(args, cfg) -> str:
     if not (args.overrides or args.set_files):
         return args.suite
     try:
-        own = [load_config(args.config)]
+        own = [load_config(args.config, base=args.base)]
     except ConfigError:  # the file alone is not a valid run, so the overrides surely change it
         own = None
     return filing_name(args.suite, own, [cfg], args.overrides, [read_set_file(p) for p in args.set_files])
