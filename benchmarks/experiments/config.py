@@ -180,14 +180,14 @@ def apply_set_files(data: dict, set_files: list[SetFile], overrides: list[str]) 
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                set_files: list[str | Path] = (), base: str | None = None) -> RunConfig:
-    """A single run's config: a suite's ``[base]`` when ``base`` names one, the file over it (defaults for
-    what both omit), matching set-files, then ``--set``."""
+                set_files: list[str | Path] = (), base: dict | None = None) -> RunConfig:
+    """A single run's config: ``base`` (a suite's ``[base]`` table, for ``run --base``), the file over it
+    (defaults for what both omit), matching set-files, then ``--set``."""
     user = read_toml(path) if path else {}
     if set(user) & set(SUITE_SECTIONS):
         raise ConfigError(f"--config: {path} is a suite file ([suite], [base], [axes]); run it with "
                           f"`hetbench sweep {path}`")
-    data = merge_tables(suite_base(base), user) if base else user
+    data = merge_tables(base, user) if base else user
     files = [read_set_file(p) for p in set_files]
     data, used = apply_set_files(data, files, overrides or [])
     if base:  # a suite's base carries tables for all its algorithms; the run keeps its own and the user's
@@ -198,15 +198,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if f not in used:
             raise ConfigError(f"--set-file: {f.path} is for {f.describe_scope()}; the config does not match")
     return config_from_dict(apply_overrides(data, overrides or []), single_run=True)
-
-
-def suite_base(name: str) -> dict:
-    """The ``[base]`` table of the suite ``name`` (``--base``)."""
-    from benchmarks.experiments.suites import suite_path  # the suites package imports this module
-    base = read_toml(suite_path(name), option="--base").get("base", {})
-    if not isinstance(base, dict):
-        raise ConfigError(f"--base: suite {name} has no [base] table")
-    return base
 
 
 def override_tag(overrides: list[str], set_files: list[SetFile]) -> str:

@@ -13,6 +13,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from benchmarks.store.claims import CLAIM_FILE, Claim, ClaimError
 from benchmarks.store.schema import (CONFIG_FILE, ROUNDS_FILE, SCHEMA, SUMMARY_FILE, TIMINGS_FILE, format_row,
                                      header_line)
 
@@ -57,8 +58,9 @@ def git_revision() -> str:
 class RunDirectory:
     """One run's output folder under ``<root>/<suite>/``.
 
-    While running, the folder is ``.tmp-<run_id>`` with an ``owner.pid`` file: a later process resumes
-    it from its checkpoint when the owner is gone, and refuses to touch it while the owner lives.
+    While running, the folder is ``.tmp-<run_id>`` with a claim (``benchmarks.store.claims``: host, pid,
+    heartbeat): a later process, on any host sharing the folder, resumes it from its checkpoint once the
+    claim is stale, and refuses to touch it while the claim is fresh.
     """
 
     def __init__(self, root: Path, suite: str, run_id: str):
@@ -70,6 +72,7 @@ class RunDirectory:
         self.tmp = self.suite_dir / f".tmp-{run_id}"
         self._rounds = None
         self._timings = None
+        self._claim_handle: Claim | None = None
 
     def is_complete(self) -> bool:
         return (self.final / SUMMARY_FILE).is_file()
@@ -83,7 +86,7 @@ class RunDirectory:
                 for child in self.tmp.iterdir():
                     if child.is_dir():
                         shutil.rmtree(child)
-                    elif child.name != "owner.pid":
+                    elif child.name != CLAIM_FILE:
                         child.unlink()
                 _write_json(self.tmp / CONFIG_FILE, config)
                 self._rounds = open(self.tmp / ROUNDS_FILE, "w", newline="")
@@ -97,13 +100,18 @@ class RunDirectory:
             raise ResultsError(f"results: cannot write under {self.suite_dir} ({exc.strerror or exc})") from None
 
     def _claim(self) -> None:
-        owner = self.tmp / "owner.pid"
-        if owner.is_file():
-            pid = owner.read_text().strip()
-            if pid != str(os.getpid()) and _pid_alive(pid):
-                raise ResultsError(f"results: {self.tmp} is being written by running process {pid}")
         self.tmp.mkdir(exist_ok=True)
-        owner.write_text(str(os.getpid()))
+        claim = Claim(self.tmp)
+        try:
+            claim.acquire()
+        except ClaimError as exc:
+            raise ResultsError(str(exc)) from None
+        self._claim_handle = claim
+
+    def _release(self) -> None:
+        if self._claim_handle is not None:
+            self._claim_handle.release()
+            self._claim_handle = None
 
     def add(self, rnd: int, split: str, metric: str, value) -> None:
         self._write(self._rounds, format_row(rnd, split, metric, value))
@@ -132,8 +140,8 @@ class RunDirectory:
         try:
             self.flush()
             self._close()
-            for leftover in ("checkpoint.pt", "owner.pid"):
-                (self.tmp / leftover).unlink(missing_ok=True)
+            self._release()
+            (self.tmp / "checkpoint.pt").unlink(missing_ok=True)
             summary = {"schema": SCHEMA, **summary}
             _write_json(self.tmp / SUMMARY_FILE, summary)
             if self.final.exists():
@@ -149,7 +157,7 @@ class RunDirectory:
         """Close files but keep the temporary folder: its checkpoint lets a later run resume, and
         reports list it as unfinished."""
         self._close()
-        (self.tmp / "owner.pid").unlink(missing_ok=True)
+        self._release()
 
     def _close(self) -> None:
         for fh in (self._rounds, self._timings):
@@ -165,16 +173,6 @@ def _reopen_truncated(path: Path, size: int):
     fh.truncate(size)
     fh.seek(size)
     return fh
-
-
-def _pid_alive(text: str) -> bool:
-    try:
-        os.kill(int(text), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_json(path: Path, data: dict) -> None:

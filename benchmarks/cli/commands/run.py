@@ -30,11 +30,13 @@ def run(args) -> int:
     from benchmarks.engine.runner import run as run_config
     from benchmarks.experiments.config import load_config
     from benchmarks.experiments.limits import check_devices
+    from benchmarks.experiments.suites import suite_base
     from benchmarks.store.rundir import SUITE_NAME_RULE, RunDirectory, is_suite_name, results_root
 
     if not is_suite_name(args.suite):
         raise ConfigError(f"--suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
-    cfg = load_config(args.config, args.overrides, args.set_files, base=args.base)
+    base = suite_base(args.base) if args.base else None
+    cfg = load_config(args.config, args.overrides, args.set_files, base=base)
     suite = _filing_suite(args, cfg)
     out = RunDirectory(results_root(args.results), suite, cfg.run_id())
     if out.is_complete():
@@ -57,11 +59,12 @@ def _filing_suite(args, cfg) -> str:
     """``--suite``, or its ``@<hash>`` variant when --set/--set-file change what the config alone would run."""
     from benchmarks.core.typed import ConfigError
     from benchmarks.experiments.config import filing_name, load_config, read_set_file
+    from benchmarks.experiments.suites import suite_base
 
     if not (args.overrides or args.set_files):
         return args.suite
     try:
-        own = [load_config(args.config, base=args.base)]
+        own = [load_config(args.config, base=suite_base(args.base) if args.base else None)]
     except ConfigError:  # the file alone is not a valid run, so the overrides surely change it
         own = None
     return filing_name(args.suite, own, [cfg], args.overrides, [read_set_file(p) for p in args.set_files])

@@ -61,6 +61,14 @@ def suite_path(name: str) -> Path:
     return path
 
 
+def suite_base(name: str) -> dict:
+    """The ``[base]`` table of the suite ``name`` (a name or a path), for ``run --base``."""
+    base = read_toml(suite_path(name), option="--base").get("base", {})
+    if not isinstance(base, dict):
+        raise ConfigError(f"--base: suite {name} has no [base] table")
+    return base
+
+
 def load_suite(name: str, overrides: list[str] | None = None, set_files: list[str | Path] = ()) -> Suite:
     """The suite's validated cells; each ``--set-file`` is laid over the cells its scope matches, then
     ``overrides`` over every cell. A file that matches no cell is an error: it was surely meant for one.
