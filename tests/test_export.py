@@ -29,3 +29,15 @@ def test_scalars_and_hparams_read_back(tiny, tmp_path):
     assert got == [(rnd, pytest.approx(value, rel=1e-6)) for rnd, value in accuracy]
     assert "_hparams_/session_start_info" in events.Tags()["tensors"]
     assert {"hparam/final_test_accuracy", "hparam/best_val_accuracy"} <= set(events.Tags()["scalars"])
+
+
+def test_the_export_command_writes_and_refuses_bad_targets_in_one_line(tiny, tmp_path, capsys):
+    from benchmarks.cli.main import main
+    run(config_from_dict(tiny(rounds=1)), suite="t", results=tmp_path / "results", progress=False)
+    assert main(["export", "t", "--tensorboard", str(tmp_path / "tb"), "--results", str(tmp_path / "results")]) == 0
+    assert "exported 1 runs of t" in capsys.readouterr().out
+    (tmp_path / "file").write_text("x")
+    for argv in (["export", "t", "--tensorboard", str(tmp_path / "file")], ["export", "nothere", "--tensorboard",
+                                                                          str(tmp_path / "tb2")]):
+        assert main([*argv, "--results", str(tmp_path / "results")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""``hetbench run|sweep|report|estimate|config|perf|data|partition|tune ...`` (also ``python -m benchmarks``)
+"""``hetbench run|sweep|report|estimate|config|perf|data|partition|tune|export ...`` (also ``python -m benchmarks``)
 
 Every user error (bad config, missing data, bad partition request, bad arguments) is printed as one line
 and exits 2.
@@ -22,6 +22,7 @@ COMMAND_MODULES = {
     "report": "benchmarks.cli.commands.report",
     "estimate": "benchmarks.cli.commands.estimate",
     "config": "benchmarks.cli.commands.config",
+    "export": "benchmarks.cli.commands.export",
 }
 
 
