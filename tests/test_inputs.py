@@ -295,9 +295,10 @@ def test_a_single_run_with_overrides_files_apart_and_says_where(finished, tmp_pa
     other = tmp_path / "results"
     argv = ["run", "--config", str(root / "tiny.toml"), "--results", str(other), "--suite", "keep", "--no-progress"]
     assert main(argv + ["--set", "seed=1"]) == 0
-    first, last = capsys.readouterr().out.strip().splitlines()
+    first, estimate, last = capsys.readouterr().out.strip().splitlines()
     (derived,) = [p.name for p in other.iterdir()]
     assert derived.startswith("keep@") and derived in first and f"results: {other / derived}" in last
+    assert estimate.startswith("estimated time on this machine:")
 
 
 def test_config_show_lists_every_setting_with_its_default_and_doc(capsys):
