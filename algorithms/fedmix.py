@@ -47,8 +47,10 @@ class FedMixParams:
                            doc="fedmix: the first-order approximation; naivemix: mix with the mean directly")
 
 
-def mix_terms(model, x, y, x_bar, y_bar, lam: float, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, the part that comes from the shared means) for one batch and one mean."""
+def mix_terms(model, x, y, x_bar, y_bar, lam: float, variant: str,
+              train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, the part that comes from the shared means) for one batch and one mean; ``train=False``
+    (the diagnostic) keeps no graph through the input gradient."""
     if variant == "naivemix":
         out = model((1 - lam) * x + lam * x_bar)
         mixed = lam * F.cross_entropy(out, y_bar.expand(len(y), -1))
@@ -56,7 +58,7 @@ def mix_terms(model, x, y, x_bar, y_bar, lam: float, variant: str) -> tuple[torc
     z = ((1 - lam) * x).requires_grad_(True)
     out = model(z)
     own = F.cross_entropy(out, y, reduction="none")
-    input_grad, = torch.autograd.grad(own.sum(), z, create_graph=True)  # per sample: losses are independent
+    input_grad, = torch.autograd.grad(own.sum(), z, create_graph=train)  # per sample: losses are independent
     taylor = lam * (1 - lam) * (input_grad * x_bar).flatten(1).sum(1).mean()
     mixed = lam * F.cross_entropy(out, y_bar.expand(len(y), -1)) + taylor
     return (1 - lam) * own.mean() + mixed, mixed
@@ -116,7 +118,7 @@ class FedMix(FedAvg):
             x, y = val.x[start:start + self.server.eval_batch_size], val.y[start:start + self.server.eval_batch_size]
             pick = int(torch.randint(len(self.mean_x), (1,), generator=gen, device=gen.device).item())
             loss, part = mix_terms(model, x, y, self.mean_x[pick], self.mean_y[pick], self.params.lam,
-                                   self.params.variant)
+                                   self.params.variant, train=False)
             total += abs(loss.item()) * len(x)
             mixed += abs(part.item()) * len(x)
         model.train(was_training)

@@ -29,7 +29,7 @@ def test_weights_are_validation_accuracies_normalised(tiny):
         accuracies.append(float((predictions == algorithm.server.val.y).double().mean()))
     expected = torch.tensor(accuracies, dtype=torch.float64) / sum(accuracies)
     torch.testing.assert_close(weights, expected)
-    assert len(algorithm.server.val) > algorithm.server.eval_batch_size or len(set(accuracies)) > 1
+    assert len(set(accuracies)) > 1  # distinct scores, so the weights above are not trivially uniform
 
 
 def test_the_scores_count_every_validation_batch_not_only_the_last(tiny):

@@ -62,8 +62,19 @@ def test_teachers_are_fedavg_samples_and_clients_and_swa_changes_the_result(tiny
     assert not torch.equal(loop.global_flat, with_swa)
 
 
-def test_the_targets_never_see_the_test_set(tiny):
-    loop = wired(config_from_dict(tiny(algorithm="fedbe")))
-    server = loop.algorithm.server
-    assert not hasattr(server, "test")
-    assert server.proxy is not None and len(server.proxy) > 0
+def test_the_teachers_score_only_server_proxy_images(tiny, monkeypatch):
+    """Targets come from unlabelled server images only: every image the ensemble scores while distilling
+    is a row of the proxy set (never the validation or test split)."""
+    data = tiny(algorithm="fedbe")
+    data["algorithms"] = {"fedbe": {"samples": 2, "max_distill_steps": 3}}
+    loop = wired(config_from_dict(data))
+    algorithm = loop.algorithm
+    algorithm.before_round(1, loop.global_model, loop.global_flat)
+    updates = loop.executor.train_round(1, [0, 1], loop.global_flat, algorithm, {})
+    scored = []
+    original = algorithm.ensemble_probs
+    monkeypatch.setattr(algorithm, "ensemble_probs", lambda teachers, x: scored.append(x) or original(teachers, x))
+    algorithm.distill_ensemble(1, loop.global_model, loop.global_flat, algorithm.teachers(1, loop.global_flat, updates))
+    proxy = algorithm.server.proxy.x.flatten(1)
+    assert scored and all((proxy[None] == image.flatten()[None, None]).all(-1).any()
+                          for batch in scored for image in batch)
