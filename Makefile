@@ -18,7 +18,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,cluster,flower,regl]'
 	touch $(STAMP)
 
 # Fashion-MNIST from Debian and tcmalloc when apt is usable; CIFAR from ../shared/data when present.
