@@ -13,18 +13,25 @@ set (``eval_test = false``), so nothing a study sees depends on it.
 
 Every algorithm gets the same budget (trials, rounds, pruner), recorded in the study's user attributes;
 reopening a study with a different budget is refused rather than silently mixing two searches. A
-restarted study runs only the trials still missing from its budget. Several processes may share a study
-through ``--storage``: each starts a trial while fewer than the budget are counted (running ones
-included), so concurrent workers overshoot by at most one trial each when they race.
+restarted study runs only the trials still missing from its budget.
+
+Several processes share a study through its storage (``study_storage.py``: a journal file by default,
+``--workers N`` in ``tune_pool.py``, or several machines on one journal or database). A trial is admitted
+only while fewer than the budget of earlier-numbered trials count (queued and running ones included), so
+racing workers never overshoot it; a trial whose worker died is failed and retried with the same values
+(``trial_liveness.py``); every worker waits for the others' trials before it writes the outputs, so they
+all write the same ``best.toml``, the one a single worker would write for the same trials.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import sys
+import time
 import typing
 import warnings
 from dataclasses import dataclass
@@ -43,17 +50,20 @@ from benchmarks.data.partition import PartitionError
 from benchmarks.store.rundir import ResultsError, RunDirectory, results_root
 from benchmarks.store.schema import read_summary
 from benchmarks.engine.runner import run as run_config
-from benchmarks.core.seeding import derive_seed
+from benchmarks.experiments.study_storage import default_storage, open_storage
 from benchmarks.experiments.suites import suite_path
+from benchmarks.experiments.trial_liveness import RETRY_OF, Stamped, recover_stale_trials, retry
+from benchmarks.experiments.trial_sampler import NumberSeededTPE
 from benchmarks.core.typed import ConfigError, SearchRange
 
 OBJECTIVE = "final-round val_accuracy"
 PRUNERS = ("median", "halving", "none")
 RUNS = "runs"
 FAIL_REASON = "fail_reason"
-# Heartbeats let a restarted or parallel worker tell a trial whose process died from one still running.
-HEARTBEAT_SECONDS = 60
-GRACE_SECONDS = 180
+# A trial created by a worker that found the budget already used by earlier-numbered trials of others.
+SURPLUS = "surplus"
+# How often a worker whose own trials are done looks whether the others' are.
+POLL_SECONDS = 2.0
 # Errors no trial can escape (missing data, a partition the base cannot make): they stop the study
 # instead of failing every trial.
 ENVIRONMENT_ERRORS = (DatasetError, PartitionError, ResultsError)
@@ -63,6 +73,10 @@ BUDGET_KEYS = ("objective", "rounds", "pruner", "seed", "search_space", "config"
 
 class TrialFailed(Exception):
     """A trial whose configuration failed (diverged, raised): recorded with its reason, the study goes on."""
+
+
+class Surplus(TrialFailed):
+    """A trial beyond the budget, created by a worker that raced others for the last one: not run."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class StudyOutcome:
     folder: Path
     trials_csv: Path
     best_toml: Path | None
+    best: FrozenTrial | None = None
 
 
 def search_space(algorithm: str, fixed: typing.Collection[str] = ()) -> dict[str, BaseDistribution]:
@@ -167,23 +182,43 @@ def make_pruner(name: str, rounds: int) -> tuple[optuna.pruners.BasePruner, str]
 
 def counts_towards_budget(trial: FrozenTrial) -> bool:
     """A trial that reached an outcome of its own (or runs in some worker) uses up the budget; one cut off
-    by an interruption or a dead worker has no recorded reason and does not, so a restart runs it again."""
+    by an interruption or a dead worker has no recorded reason and does not, so a restart runs it again,
+    nor does a surplus trial that never ran."""
     if trial.state == TrialState.FAIL:
-        return FAIL_REASON in trial.user_attrs
+        return FAIL_REASON in trial.user_attrs and not trial.user_attrs.get(SURPLUS)
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def admit(trial: optuna.Trial, budget: int) -> None:
+    """Run ``trial`` only if fewer than ``budget`` earlier-numbered trials count (queued retries included).
+    Numbers are handed out in order and an earlier trial can only stop counting, never start, so two
+    workers racing for the last trial cannot both be admitted; the later one is recorded as surplus."""
+    earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+    if sum(counts_towards_budget(t) or t.state == TrialState.WAITING for t in earlier) >= budget:
+        trial.set_user_attr(SURPLUS, True)
+        trial.set_user_attr(FAIL_REASON, "not run: other workers' trials used up the budget")
+        raise Surplus("not run: other workers' trials used up the budget")
 
 
 class Objective:
     """Runs one trial's config under ``<folder>/runs/``, reporting each round's validation accuracy to
     the pruner; the run folder of a pruned or failed trial is removed, a finished one is kept."""
 
-    def __init__(self, base: dict, space: dict[str, BaseDistribution], folder: Path, data_dir=None):
+    def __init__(self, base: dict, space: dict[str, BaseDistribution], folder: Path, data_dir=None,
+                 budget: int | None = None):
         self.base = base
         self.space = space
         self.folder = folder
         self.data_dir = data_dir
+        self.budget = budget
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with Stamped(trial):  # lets other workers tell this trial's worker alive from dead
+            if self.budget is not None:
+                admit(trial, self.budget)
+            return self._evaluate(trial)
+
+    def _evaluate(self, trial: optuna.Trial) -> float:
         data = apply_overrides(self.base, [])
         for key, dist in self.space.items():
             set_dotted(data, key, _suggest(trial, key, dist))
@@ -228,17 +263,9 @@ class Objective:
 
 
 def open_study(req: StudyRequest, folder: Path, budget: dict, pruner) -> optuna.Study:
-    """Create the study or reopen it (a restart continues it); a different budget is refused."""
-    url = req.storage or f"sqlite:///{(folder.parent / f'{req.name}.db').resolve()}"
-    if req.storage is None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                                 grace_period=GRACE_SECONDS)
-    except Exception as exc:  # the database driver's own error types vary
-        raise ConfigError(f"--storage: cannot open {url} ({type(exc).__name__}: {exc})") from None
+    """Create the study or reopen it (a restart, or another worker, continues it); a different budget is
+    refused."""
+    storage = open_storage(req.storage or default_storage(folder.parent, req.name), on_stale_trial=retry)
     study = optuna.create_study(storage=storage, study_name=req.name, direction="maximize", pruner=pruner,
                                 load_if_exists=True)
     stored = study.user_attrs
@@ -248,8 +275,7 @@ def open_study(req: StudyRequest, folder: Path, budget: dict, pruner) -> optuna.
                               f"({_short(stored[key])} vs {_short(budget[key])}); choose another --study name")
     for key, value in budget.items():
         study.set_user_attr(key, _plain(value))
-    # Reseeded by the number of trials already there, so a resumed study does not replay its first samples.
-    study.sampler = optuna.samplers.TPESampler(seed=derive_seed(req.seed, "tpe", len(study.trials)) % 2**32)
+    study.sampler = NumberSeededTPE(req.seed)
     return study
 
 
@@ -271,8 +297,15 @@ def budget_used(study: optuna.Study) -> int:
 
 
 def tune(req: StudyRequest, data_dir=None, progress: bool = True) -> StudyOutcome:
-    """Run the study's remaining trials (trials already counted in its storage are not run again) and write
-    ``best.toml`` and ``trials.csv`` under ``<results>/tuning/<study>/``."""
+    """Run the study's remaining trials (trials already counted in its storage are not run again), wait for
+    other workers' trials, and write ``best.toml`` and ``trials.csv`` under ``<results>/tuning/<study>/``."""
+    study, objective, folder = prepare(req, data_dir)
+    run_trials(study, objective, req.trials, [_announce] if progress else [])
+    return write_outputs(study, folder, req)
+
+
+def prepare(req: StudyRequest, data_dir=None) -> tuple[optuna.Study, Objective, Path]:
+    """The checked request's study (created, or reopened with the same budget), objective and folder."""
     if req.trials < 1:
         raise ConfigError(f"--trials: {req.trials} must be >= 1")
     base = base_config(req)
@@ -291,11 +324,22 @@ def tune(req: StudyRequest, data_dir=None, progress: bool = True) -> StudyOutcom
               "search_space": {k: json.loads(distribution_to_json(d)) for k, d in space.items()},
               "config": cfg.to_dict()}
     study = open_study(req, folder, budget, pruner)
-    objective = Objective(base, space, folder, data_dir)
-    callbacks = [_announce] if progress else []
-    while budget_used(study) < req.trials:
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)
-    return write_outputs(study, folder, req)
+    return study, Objective(base, space, folder, data_dir, budget=req.trials), folder
+
+
+def run_trials(study: optuna.Study, objective: Objective, trials: int, callbacks: list) -> None:
+    """Run trials until the budget is used and no trial is queued or running anywhere: this worker's own,
+    queued retries of dead workers' trials, then waiting for the other workers' trials to end."""
+    while True:
+        recover_stale_trials(study)
+        used = budget_used(study)
+        states = {t.state for t in study.get_trials(deepcopy=False)}
+        if used < trials or TrialState.WAITING in states:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)
+        elif TrialState.RUNNING in states:
+            time.sleep(POLL_SECONDS)
+        else:
+            return
 
 
 def _announce(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -314,21 +358,40 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def best_of(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The complete trial of highest value, the lowest-numbered one on a tie, whatever the storage's order."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
 def write_outputs(study: optuna.Study, folder: Path, req: StudyRequest) -> StudyOutcome:
+    """``trials.csv`` and ``best.toml``, each replaced whole: workers sharing a study may write them at once."""
     folder.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     trials_csv = folder / "trials.csv"
-    write_trials_csv(trials, trials_csv)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    partial = _partial(trials_csv)
+    write_trials_csv(trials, partial)
+    os.replace(partial, trials_csv)
+    best = best_of(trials)
     best_toml = None
-    if complete:
+    if best is not None:
         best_toml = folder / "best.toml"
-        best_toml.write_text(best_toml_text(study, req))
-    return StudyOutcome(study, folder, trials_csv, best_toml)
+        partial = _partial(best_toml)
+        partial.write_text(best_toml_text(study, req))
+        os.replace(partial, best_toml)
+    return StudyOutcome(study, folder, trials_csv, best_toml, best)
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
 
 
 def write_trials_csv(trials: list[FrozenTrial], path: Path) -> None:
     keys = list(dict.fromkeys(k for t in trials for k in t.params))
+    retries: dict[int, list[int]] = {}
+    for t in trials:
+        if RETRY_OF in t.user_attrs:
+            retries.setdefault(t.user_attrs[RETRY_OF], []).append(t.number)
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["number", "state", "value", "counted", "last_round", "last_val_accuracy", "duration_s",
@@ -341,18 +404,29 @@ def write_trials_csv(trials: list[FrozenTrial], path: Path) -> None:
                           counts_towards_budget(t), "" if last is None else last,
                           "" if last is None else repr(t.intermediate_values[last]),
                           "" if t.duration is None else f"{t.duration.total_seconds():.3f}",
-                          t.user_attrs.get(FAIL_REASON, ""), t.user_attrs.get("run_id", ""),
+                          _fail_reason(t, retries), t.user_attrs.get("run_id", ""),
                           *(repr(t.params[k]) if k in t.params else "" for k in keys)])
+
+
+def _fail_reason(trial: FrozenTrial, retries: dict[int, list[int]]) -> str:
+    """The recorded reason; for a trial cut off without one (Ctrl-C, a dead worker), that it was
+    interrupted, and which trial ran its values again if one did."""
+    if trial.state != TrialState.FAIL or FAIL_REASON in trial.user_attrs:
+        return trial.user_attrs.get(FAIL_REASON, "")
+    origin = trial.user_attrs.get(RETRY_OF, trial.number)
+    later = [n for n in retries.get(origin, []) if n > trial.number]
+    return f"interrupted; retried as trial {min(later)}" if later else "interrupted"
 
 
 def best_toml_text(study: optuna.Study, req: StudyRequest) -> str:
     """The best trial's values as a ``--set-file``, scoped to the study's algorithm, dataset and alpha so a
     sweep lays them over those cells only; the header says where they come from."""
-    best = study.best_trial
     attrs = study.user_attrs
     trials = study.get_trials(deepcopy=False)
-    states = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED,
-                                                            TrialState.FAIL)}
+    best = best_of(trials)
+    # Only trials with an outcome of their own: interrupted and surplus ones say nothing about the search.
+    states = {s: sum(t.state == s and counts_towards_budget(t) for t in trials)
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     lines = [
         f"# Tuned by `python -m benchmarks tune`: study {req.name}, best trial {best.number}",
         f"# {OBJECTIVE} = {best.value:.6f}; {sum(counts_towards_budget(t) for t in trials)} trials counted of a "

@@ -65,6 +65,16 @@ def is_stale(claim: dict, path: Path, now: float | None = None) -> bool:
     return claim.get("host") == host_name() and isinstance(pid, int) and not _pid_alive(pid)
 
 
+def live_claim(folder: Path) -> dict | None:
+    """The claim on ``folder`` while a live writer holds it; None when there is none or it is stale (so a
+    sweep may resume the run). Only a look: ``Claim.acquire`` still decides who writes."""
+    path = Path(folder) / CLAIM_FILE
+    claim = _read(path)
+    if claim is None or is_stale(claim, path):
+        return None
+    return claim
+
+
 class Claim:
     """An exclusive claim on one run folder, kept fresh by a heartbeat until ``release``."""
 

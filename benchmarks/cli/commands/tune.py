@@ -12,8 +12,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="trial budget; trials already in the study's storage count towards it")
     parser.add_argument("--base", default="quick", help="suite whose [base] config the trials start from")
     parser.add_argument("--rounds", type=int, help="rounds per trial (default: the base suite's)")
-    parser.add_argument("--storage", help="Optuna database URL, e.g. to share a study between machines "
-                                          "(default: sqlite file <results>/tuning/<study>.db)")
+    parser.add_argument("--storage", help="journal:PATH (a journal file, e.g. on a file system several machines "
+                                          "share) or a database URL (sqlite:///..., postgresql://...): every "
+                                          "worker pointing at it joins one study (default: journal file "
+                                          "<results>/tuning/<study>.journal, or <study>.db where one exists)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes running this study's trials at once (default 1)")
     parser.add_argument("--study", help="study name (default: <algorithm>_<dataset>_a<alpha>_<base>)")
     parser.add_argument("--pruner", default="median", choices=("median", "halving", "none"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -27,19 +31,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import optuna
 
-    from benchmarks.experiments.tune import OBJECTIVE, StudyRequest, tune
+    from benchmarks.experiments.tune import OBJECTIVE, StudyRequest
+    from benchmarks.experiments.tune_pool import tune_with_workers
 
     # Our own line per trial says what Optuna's log would, without a traceback for every diverged trial.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     req = StudyRequest(algorithm=args.algorithm, dataset=args.dataset, alpha=args.alpha, trials=args.trials,
                        base=args.base, rounds=args.rounds, storage=args.storage, study=args.study,
                        pruner=args.pruner, overrides=tuple(args.overrides), seed=args.seed, results=args.results)
-    outcome = tune(req, data_dir=args.data_dir, progress=not args.no_progress)
+    outcome = tune_with_workers(req, args.workers, data_dir=args.data_dir, progress=not args.no_progress)
     print(f"trials: {outcome.trials_csv}")
     if outcome.best_toml is None:
         print(f"study {req.name}: no trial completed, so there is no best.toml")
         return 1
-    best = outcome.study.best_trial
+    best = outcome.best
     print(f"study {req.name}: best {OBJECTIVE} {best.value:.4f} (trial {best.number})")
     print(f"best: {outcome.best_toml}")
     return 0
