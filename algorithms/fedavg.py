@@ -5,6 +5,9 @@ An algorithm overrides only what differs from FedAvg. The hooks, in the order a 
 once, before round 1
 - ``client_summary(client_id, x, y)``: what a client shares with the server from its own data, only for algorithms
   that set ``shares_client_data`` (FedMix's mean images); ``receive_client_summaries(summaries)``;
+- ``extra_local_data(client_id, x, y)``: labelled examples a client adds to its own data and trains on from
+  then on, only for algorithms that set ``extends_client_data`` (ReGL's synthetic images); called at the
+  start of the first round a process runs, so its cost is timed in that round (and redone on resume);
 server side, before the clients
 - ``before_round(rnd, model, flat)``: server work at the start of a round (DynaFed's synthesis);
 - ``client_config(rnd)``: what every client of the round receives besides the global parameters
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.engine.api import (Batch, ClientUpdate, LocalContext, LocalResult, register, series_mean,
-                                   ServerContext)
+                                   ServerContext, TensorData)
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,22 @@ class FedAvg:
     # Hyperparameters that make a run on the tests' tiny data take seconds (the conformance tests of
     # every registered algorithm use them); an algorithm with an expensive server step overrides this.
     tiny_budget: dict = {}
+    # Run settings the conformance tests merge into their tiny config, for an algorithm that cannot run
+    # on it as it is (ReGL's oracle draws from images outside a dataset.train_subset).
+    tiny_settings: dict = {}
     # Why the vectorised executor cannot train this algorithm's clients, if it cannot (None: it can, and
     # the conformance test holds it to the sequential executor's numbers).
     vectorised_opt_out: str | None = None
     # Whether clients share a summary of their data with the server before round 1 (a privacy
     # relaxation FedAvg does not make); the runner then calls client_summary for every client.
     shares_client_data: bool = False
+    # Why this algorithm's client hooks read server state that ``client_config`` does not send, if they do
+    # (None: they read only ``ctx.config``, ``ctx.state`` and the hyperparameters). The runner shares one
+    # instance between server and clients, so it never notices; the Flower adapter refuses such algorithms.
+    client_reads_server_state: str | None = None
+    # Whether clients add examples of their own making to their local data (``extra_local_data``); the
+    # runner then calls it for every client before the first round it runs.
+    extends_client_data: bool = False
 
     def __init__(self, params, server: ServerContext):
         self.params = params
@@ -104,6 +117,13 @@ class FedAvg:
 
     def receive_client_summaries(self, summaries: list[dict[str, torch.Tensor]]) -> None:
         """Every client's ``client_summary``, in client order, on start and on resume."""
+
+    def extra_local_data(self, client_id: int, x: torch.Tensor, y: torch.Tensor) -> TensorData | None:
+        """Labelled examples (normalised like ``x``, on its device) that client ``client_id`` adds to its whole
+        local data (``x``, ``y``) and trains on in every round; None for none. Called only when
+        ``extends_client_data`` is set, for every client in client order, once per process: it must be
+        deterministic (or restored from ``load_server_state``, which runs first on resume)."""
+        return None
 
     # ---- server side -------------------------------------------------------------------------
     def setup(self, global_model: nn.Module, global_flat: torch.Tensor) -> None:

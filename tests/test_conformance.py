@@ -2,7 +2,7 @@
 config twice gives the same rounds.csv bytes; an interrupted run resumes to the same bytes; the server
 state survives a checkpoint round trip; the vectorised executor computes what the sequential one does,
 unless the algorithm declares why it cannot (``vectorised_opt_out``). Runs use each algorithm's
-``tiny_budget`` on the tests' synthetic data."""
+``tiny_budget`` (and ``tiny_settings``, if it needs other run settings) on the tests' synthetic data."""
 from __future__ import annotations
 
 import csv
@@ -23,9 +23,11 @@ class _Interrupt(Exception):
 
 
 def conformance_config(tiny, name: str, **extra):
-    budget = get_algorithm(name).tiny_budget
+    cls = get_algorithm(name)
+    budget = cls.tiny_budget
     hparams = {"algorithms": {name: dict(budget)}} if budget else {}
-    return config_from_dict(tiny(algorithm=name, rounds=5, checkpoint_every=1, **hparams, **extra))
+    settings = {**cls.tiny_settings, **extra}
+    return config_from_dict(tiny(algorithm=name, rounds=5, checkpoint_every=1, **hparams, **settings))
 
 
 def _rows(run_dir) -> dict[tuple[str, str, str], float]:

@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Budgets small enough for seconds, yet every algorithm's server state is exercised (DynaFed
 # synthesises at round 4, FedGen's generator trains every round, FedDF distils).
 def _config(tiny, algorithm, **extra):
-    budget = get_algorithm(algorithm).tiny_budget
-    hparams = {"algorithms": {algorithm: dict(budget)}} if budget else {}
-    return tiny(algorithm=algorithm, rounds=6, checkpoint_every=1, **hparams, **extra)
+    cls = get_algorithm(algorithm)
+    hparams = {"algorithms": {algorithm: dict(cls.tiny_budget)}} if cls.tiny_budget else {}
+    return tiny(algorithm=algorithm, rounds=6, checkpoint_every=1, **hparams, **{**cls.tiny_settings, **extra})
 
 
 class _Interrupt(Exception):

@@ -24,8 +24,8 @@ from benchmarks.engine.registry import algorithm_names, get_algorithm, register
 from benchmarks.engine.settings import ClientConfig
 
 __all__ = [
-    "Batch", "ClientUpdate", "ConfigError", "FlatOptimizer", "LocalContext", "LocalResult", "SearchRange",
-    "ServerContext",
+    "Batch", "ClientUpdate", "ConfigError", "FlatOptimizer", "LocalContext", "LocalResult", "Reserve",
+    "SearchRange", "ServerContext",
     "TensorData", "algorithm_names", "bind_flat", "derive_seed", "evaluate", "flat_grad", "get_algorithm",
     "register", "series_mean", "setting", "unflatten",
 ]
@@ -39,6 +39,25 @@ class TensorData:
 
     def __len__(self) -> int:
         return len(self.x)
+
+
+@dataclass
+class Reserve:
+    """Labelled training images that no client, no validation split and no proxy split holds: the images
+    outside ``dataset.train_subset``, less FedDF's ``unused`` proxy slice. They are gathered from the run's
+    training tensor only when asked for, so offering them costs a run nothing. They stand for public data
+    from the clients' distribution (an oracle baseline's draws, a server-trained generator's training set);
+    an algorithm that reads them says so in its docstring."""
+    source: torch.Tensor
+    positions: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def images(self, index: torch.Tensor) -> torch.Tensor:
+        """The normalised images at ``index`` (positions within the reserve, as for ``y``)."""
+        return self.source[self.positions[index.to(self.positions.device)]]
 
 
 @dataclass
@@ -115,8 +134,14 @@ class ServerContext:
     # The inputs' per-channel normalisation in [0, 1] pixel units, to turn images back into pixels.
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    # The dataset's class names, in label order (text prompts of generators).
+    class_names: tuple[str, ...] = ()
+    # Labelled images held out of the whole federation (None when the run keeps none: no train_subset).
+    reserve: Reserve | None = None
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
+    # Where a long server step says how far it is (the runner shows it beside the round bar); never results.
+    show_status: Callable[[str], None] = field(default=lambda text: None, repr=False)
     _scratch: dict = field(default_factory=dict, repr=False)
 
     def make_model(self) -> tuple[nn.Module, torch.Tensor]:

@@ -26,6 +26,7 @@ from benchmarks.engine.api import ServerContext, evaluate
 from benchmarks.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_sampler, sampler_state,
                                    save_checkpoint)
 from benchmarks.engine.executors import make_executor
+from benchmarks.engine.extra_data import reserve_of, with_extra_data
 from benchmarks.engine.federation import build_federation
 from benchmarks.engine.flat import bind_flat
 from benchmarks.models import build_model
@@ -120,12 +121,18 @@ class RoundLoop:
                                     device=device, val=fed.val, proxy=fed.proxy,
                                     client_class_counts=np.array(fed.stats["class_counts"]),
                                     build_model=new_model, seed=derive_seed(cfg.seed, "server", cfg.algorithm),
-                                    mean=tuple(fed.dataset.mean), std=tuple(fed.dataset.std))
+                                    mean=tuple(fed.dataset.mean), std=tuple(fed.dataset.std),
+                                    class_names=tuple(fed.dataset.classes),
+                                    reserve=reserve_of(fed.train, fed.client_indices, fed.val_positions,
+                                                       fed.proxy_positions))
         self.algorithm = get_algorithm(cfg.algorithm)(cfg.hparams, self.server)
         if self.algorithm.shares_client_data:  # deterministic from the data, so redone on resume
             local = [idx.to(fed.train.x.device) for idx in fed.client_indices]
             self.algorithm.receive_client_summaries([self.algorithm.client_summary(cid, fed.train.x[idx], fed.train.y[idx])
                                                      for cid, idx in enumerate(local)])
+        # Extra local data is added in the first round this process runs (after a resume's server state
+        # is loaded, so an algorithm can restore what it made instead of making it again).
+        self.data_extended = not self.algorithm.extends_client_data
         self.sampler = np.random.default_rng(derive_seed(cfg.seed, "client-sampling"))
         self.history: dict[int, dict[str, float]] = {}
         self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0}
@@ -158,6 +165,14 @@ class RoundLoop:
             "threads": self.cfg.execution.threads, "executor_fallback": self.executor.fallback_state(),
             "csv_bytes": csv_bytes})
 
+    def extend_client_data(self) -> None:
+        """Each client's ``extra_local_data`` appended to what the executor trains it on; the federation's
+        own data and statistics stay as they were."""
+        train, local = self.fed.train, [idx.to(self.fed.train.x.device) for idx in self.fed.client_indices]
+        extras = [self.algorithm.extra_local_data(cid, train.x[idx], train.y[idx]) for cid, idx in enumerate(local)]
+        self.executor.use_data(*with_extra_data(train, self.fed.client_indices, extras))
+        self.data_extended = True
+
     # ---- rounds -------------------------------------------------------------------------------
     def evaluate_round(self, rnd: int) -> float:
         start = time.perf_counter()
@@ -177,6 +192,8 @@ class RoundLoop:
     def loop(self) -> dict:
         cfg = self.cfg
         bar = _progress(cfg, self.progress, self.rounds_done)
+        if bar is not None:
+            self.server.show_status = bar.set_postfix_str
         diverged = None
         for rnd in range(self.rounds_done + 1, cfg.rounds + 1):
             diverged = self.one_round(rnd, bar)
@@ -196,6 +213,8 @@ class RoundLoop:
         server.timings.clear()
         server.diagnostics.clear()
         hook_start = time.perf_counter()
+        if not self.data_extended:  # one-off work, timed as this round's server time
+            self.extend_client_data()
         algorithm.before_round(rnd, self.global_model, self.global_flat)
         server_seconds = time.perf_counter() - hook_start
 

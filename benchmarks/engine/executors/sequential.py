@@ -73,6 +73,10 @@ class SequentialExecutor:
     def restore_fallback(self, state: dict) -> None:
         """Nothing to restore: the sequential executor never falls back."""
 
+    def use_data(self, train: TensorData, client_indices: list[torch.Tensor]) -> None:
+        """Train clients on ``train`` at ``client_indices`` from now on (the runner's extended local data)."""
+        self.train, self.client_indices = train, client_indices
+
     @property
     def client_states(self) -> dict:
         """Every persistent per-client store, as a checkpoint holds it."""

@@ -242,6 +242,10 @@ class VectorisedExecutor:
         if state:
             self.fallback, self.fallback_round = state["reason"], state["round"]
 
+    def use_data(self, train: TensorData, client_indices: list[torch.Tensor]) -> None:
+        """Train clients on ``train`` at ``client_indices`` from now on (read through the sequential executor)."""
+        self.sequential.use_data(train, client_indices)
+
     def train_together(self, rnd: int, client_ids: list[int], global_flat: torch.Tensor, algorithm,
                        config: dict) -> tuple:
         """The round's vmapped training; nothing persistent is written here, so a fallback retries cleanly.
