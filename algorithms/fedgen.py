@@ -128,6 +128,8 @@ def diversity_loss(noise: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
 class FedGen(FedAvg):
     Params = FedGenParams
     tiny_budget = {"generator_steps": 3}
+    client_reads_server_state = ("the clients' teacher and latent terms run the server's generator, which "
+                                 "client_config does not send")
 
     def __init__(self, params, server):
         super().__init__(params, server)

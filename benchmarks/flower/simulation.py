@@ -1,0 +1,47 @@
+"""A hetbench run config through Flower's simulation: one virtual node per client.
+
+``simulate`` splits a federation into what the server holds (``ServerData``: validation split and
+proxy) and what each node holds (its client's training images), builds the ServerApp and ClientApp,
+and runs them with ``flwr.simulation.run_simulation`` (Ray actors run the client apps). Flower's
+``Result`` (final arrays, validation metrics, training metrics) is on the returned strategy.
+"""
+from __future__ import annotations
+
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from benchmarks.engine.federation import Federation, build_federation
+from benchmarks.engine.settings import RunConfig
+from benchmarks.flower.client import client_app, client_data
+from benchmarks.flower.strategy import AlgorithmStrategy
+from benchmarks.flower.wiring import ServerData
+
+
+def server_app(strategy: AlgorithmStrategy, timeout: float = 3600) -> ServerApp:
+    """A ServerApp that runs ``strategy`` for its configured rounds, scoring on the validation split."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy.start(grid, timeout=timeout, evaluate_fn=strategy.evaluate_validation)
+
+    return app
+
+
+def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
+             backend_config: dict | None = None) -> AlgorithmStrategy:
+    """Run ``cfg`` under Flower's simulation and return the finished strategy (``strategy.result``).
+    ``fed`` defaults to the federation ``cfg`` describes, built without its test set. Each node gets
+    ``execution.threads`` CPUs unless ``backend_config`` says otherwise."""
+    torch.set_num_threads(cfg.execution.threads)  # as the runner does: threads change float rounding
+    if fed is None:
+        fed = build_federation(cfg.dataset, cfg.partition, torch.device(cfg.device), data_dir, eval_test=False)
+    strategy = AlgorithmStrategy(cfg, ServerData.of(fed))
+    backend = backend_config or {"client_resources": {"num_cpus": cfg.execution.threads, "num_gpus": 0.0}}
+    run_simulation(server_app(strategy), client_app(cfg, client_data(fed), fed.num_classes),
+                   num_supernodes=cfg.partition.clients, backend_config=backend)
+    if strategy.result is None:
+        raise RuntimeError("the Flower simulation ended before its ServerApp finished (see Flower's log)")
+    return strategy
