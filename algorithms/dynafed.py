@@ -144,7 +144,11 @@ class DynaFed(FedAvg):
         syn = SyntheticSet.initial(server.num_classes, hp.ipc, server.input_shape, hp.syn_lr_init, hp.label_init,
                                    gen, server.device, dtype)
         matcher = TrajectoryMatcher(model, torch.stack(self.trajectory), syn, hp, gen)
-        self.matching_losses = [matcher.step() for _ in range(hp.iterations)]
+        self.matching_losses = []
+        for iteration in range(1, hp.iterations + 1):
+            self.matching_losses.append(matcher.step())
+            server.show_status(f"synthesis {iteration}/{hp.iterations}, matching loss {self.matching_losses[-1]:.3f}")
+        server.show_status("")
         server.log("synthesis_matching_loss", self.matching_losses[-1])
         server.log("synthesis_lr", syn.syn_lr.item())
         return syn

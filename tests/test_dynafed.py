@@ -215,6 +215,19 @@ def test_records_until_length_then_synthesises_once_and_stops_recording():
     assert torch.equal(algo.synthetic.images, images)  # synthesised once
 
 
+def test_synthesis_reports_its_progress_and_clears_it():
+    algo = DynaFed(DynaFedParams(**SMALL), server_without_data())
+    shown = []
+    algo.server.show_status = shown.append
+    model, flat = algo.server.make_model()
+    algo.setup(model, flat)
+    for rnd in (1, 2):
+        algo.after_aggregate(rnd, model, flat, [Forbidden()])
+    algo.before_round(3, model, flat)
+    assert [text.split(",")[0] for text in shown[:-1]] == ["synthesis 1/3", "synthesis 2/3", "synthesis 3/3"]
+    assert shown[2].endswith(f"matching loss {algo.matching_losses[2]:.3f}") and shown[-1] == ""
+
+
 def test_finetune_uses_only_the_synthetic_set():
     """Every real-data field of the server is poisoned: fine-tuning must still run and move the model."""
     algo = DynaFed(DynaFedParams(**SMALL), server_without_data())

@@ -1,11 +1,8 @@
 """Properties of benchmarks.data.partition that the runner and the reports rely on."""
 
-import argparse
 import json
 import math
-import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -54,7 +51,7 @@ def test_same_seed_same_split_other_seed_other_split(scheme):
 def test_500_clients_at_alpha_0001_is_fast_and_complete(scheme):
     start = time.perf_counter()
     parts = partition(BIG, 500, scheme, seed=0, alpha=0.001)
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 30  # ~0.1 s idle; the bound catches quadratic blow-ups, not drift
     assert sum(len(p) for p in parts) == len(BIG)
 
 
@@ -105,7 +102,8 @@ def test_unreachable_min_size_fails_after_bounded_redraws():
     start = time.perf_counter()
     with pytest.raises(PartitionError, match=r"^partition\.min_size: 50 not reached .* 100 draw"):
         partition(LABELS, 100, "dirichlet", seed=0, alpha=0.001, min_size=50)
-    assert time.perf_counter() - start < 5
+    # The message's draw count proves the bound; the time only catches a hang (generous: tests share 2 cores).
+    assert time.perf_counter() - start < 60
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -113,7 +111,7 @@ def test_impossible_min_size_fails_at_once(scheme):
     start = time.perf_counter()
     with pytest.raises(PartitionError, match=r"^partition\.min_size: 100 .*exceeds the 60000"):
         partition(BIG, 1000, scheme, seed=0, alpha=0.1, min_size=100)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 10  # refused before any draw; a loaded machine still does it in ms
 
 
 # --- shards and quantity ----------------------------------------------------------------------
@@ -274,64 +272,79 @@ def test_plot_refuses_unknown_suffix(tmp_path):
         plot_partition(stats, tmp_path / "heatmap.jpg")
 
 
-# --- CLI --------------------------------------------------------------------------------------
+# --- CLI: the runner's own split -----------------------------------------------------------------------
 
 
-class FakeDatasetError(Exception):
-    pass
+def hetbench(argv, capsys):
+    from benchmarks.cli.main import main
+    code = main(["partition", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-@pytest.fixture
-def cli(monkeypatch):
-    """The CLI with a stand-in dataset module, so these tests need neither files nor torch."""
-    def load_dataset(name, data_dir=None, download=None):
-        if name != "synthetic":
-            raise FakeDatasetError(f"dataset.name: {name!r} is not available")
-        return types.SimpleNamespace(train_y=LABELS.copy(), num_classes=C)
+def test_cli_shows_exactly_the_clients_the_runner_builds(capsys, tmp_path):
+    """Same seeds, subset and server splits as a run: the JSON sizes and the plotted split are the
+    federation's own, not a re-derivation that could drift from it."""
+    import torch
 
-    fake = types.SimpleNamespace(load_dataset=load_dataset, DatasetError=FakeDatasetError)
-    monkeypatch.setitem(sys.modules, "benchmarks.data.datasets", fake)
-    from benchmarks.cli.commands import partition as command
-    return command
+    from benchmarks.engine.federation import build_federation
+    from benchmarks.experiments.config import load_config
 
-
-def invoke(command, argv):
-    parser = argparse.ArgumentParser()
-    command.configure(parser)
-    return command.run(parser.parse_args(argv))
-
-
-def test_cli_prints_stats_and_plots(cli, capsys, tmp_path):
+    overrides = ["dataset.name=synthetic", "dataset.train_subset=900", "partition.scheme=dirichlet",
+                 "partition.alpha=0.1", "partition.clients=12", "seed=3", "dataset.proxy_source=unused"]
     plot = tmp_path / "split.png"
-    code = invoke(cli, ["--dataset", "synthetic", "--scheme", "dirichlet", "--alpha", "0.1",
-                        "--clients", "20", "--seed", "0", "--plot", str(plot)])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
-    assert out["dataset"] == "synthetic" and out["scheme"] == "dirichlet" and out["alpha"] == 0.1
-    assert out["val_size"] == out["proxy_size"] == 300
-    assert sum(out["sizes"]) == out["pool_size"] == len(LABELS) - 600
-    assert out["n_clients"] == 20 and 0 < out["heterogeneity"] <= 1
+    code, out, err = hetbench([*(a for o in overrides for a in ("--set", o)), "--json", "--plot", str(plot)], capsys)
+    assert code == 0, err
+    shown = json.loads(out)
+    fed = build_federation(load_config(None, overrides).dataset, load_config(None, overrides).partition,
+                           torch.device("cpu"), eval_test=False)
+    assert shown["sizes"] == [len(i) for i in fed.client_indices]
+    assert shown["class_counts"] == fed.stats["class_counts"]
+    assert (shown["val_size"], shown["proxy_size"]) == (len(fed.val), len(fed.proxy))
+    assert shown["seed"] == 3 and shown["train_subset"] == 900 and shown["proxy_source"] == "unused"
     assert plot.stat().st_size > 0
 
 
+def test_cli_reads_a_suite_base_and_prints_the_local_regime(capsys):
+    code, out, err = hetbench(["--base", "smoke", "--dataset", "synthetic"], capsys)
+    assert code == 0, err
+    from benchmarks.experiments.config import load_config
+    from benchmarks.experiments.suites import suite_base
+    cfg = load_config(None, ["dataset.name=synthetic"], base=suite_base("smoke"))
+    lines = out.splitlines()
+    assert lines[0].startswith(f"synthetic, {cfg.partition.scheme} alpha={cfg.partition.alpha:g}, seed {cfg.seed}: "
+                               f"{cfg.partition.clients} clients ({cfg.clients_per_round} a round)")
+    assert f"(batch {cfg.clients.batch_size})" in lines[1]
+
+
+def test_cli_warns_about_clients_smaller_than_a_batch(capsys):
+    code, out, _ = hetbench(["--dataset", "synthetic", "--clients", "300", "--alpha", "0.01",
+                             "--set", "clients.batch_size=64"], capsys)
+    assert code == 0
+    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "fewer images than one batch of 64" in warning[0]
+    assert "local steps a round: min 1, mean 1.0, max 1" in out
+
+
+def test_cli_is_silent_when_every_client_takes_several_steps(capsys):
+    code, out, _ = hetbench(["--dataset", "synthetic", "--clients", "4", "--scheme", "iid"], capsys)
+    assert code == 0 and "warning" not in out
+
+
 @pytest.mark.parametrize("argv, start", [
-    (["--dataset", "synthetic", "--alpha", "-1"], "partition.alpha: -1.0 must be > 0"),
-    (["--dataset", "nope"], "dataset.name: 'nope'"),
-    (["--dataset", "synthetic", "--val-fraction", "2"], "partition.val_fraction: 2.0"),
+    (["--dataset", "synthetic", "--alpha", "-1"], "error: partition.alpha: -1 must be > 0"),
+    (["--dataset", "nope"], "error: dataset.name: 'nope'"),
+    (["--dataset", "synthetic", "--set", "dataset.val_fraction=2"], "error: dataset.val_fraction: 2"),
+    (["--base", "no_such_suite"], "error: "),
 ])
-def test_cli_errors_are_one_line_exit_2(cli, capsys, argv, start):
-    assert invoke(cli, argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith(start) and captured.err.count("\n") == 1
+def test_cli_errors_are_one_line_exit_2(capsys, argv, start):
+    code, out, err = hetbench(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(start) and err.count("\n") == 1, err
 
 
-def test_cli_on_the_real_synthetic_dataset(capsys):
-    pytest.importorskip("benchmarks.data.datasets")
-    from benchmarks.cli.commands import partition as command
-
-    code = invoke(command, ["--dataset", "synthetic", "--scheme", "shards", "--clients", "10",
-                            "--classes-per-client", "2"])
-    assert code == 0, capsys.readouterr().err
-    out = json.loads(capsys.readouterr().out)
-    assert out["classes_per_client_mean"] == 2
+def test_cli_on_shards(capsys):
+    code, out, err = hetbench(["--dataset", "synthetic", "--scheme", "shards", "--clients", "10",
+                               "--set", "partition.classes_per_client=2", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["classes_per_client_mean"] == 2

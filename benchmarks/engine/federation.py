@@ -75,12 +75,20 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def build_federation(data: DatasetConfig, p: PartitionConfig, device: torch.device, data_dir=None,
-                     eval_test: bool = True) -> Federation:
-    """The federation a run's dataset and partition settings describe; ``eval_test`` false never
-    loads the test set onto the device."""
-    ds = load_dataset(data.name, data_dir=data_dir)
-    labels = ds.train_y.numpy()
+@dataclass
+class SplitPlan:
+    """Where every training image of a run goes, as positions in the training set: computed from labels
+    alone, so `hetbench partition` shows exactly the clients a run would get without loading pixels."""
+    subset: np.ndarray
+    client_pool: np.ndarray
+    val: np.ndarray
+    proxy: np.ndarray
+    clients: list[np.ndarray]
+    stats: dict
+
+
+def plan_split(data: DatasetConfig, p: PartitionConfig, labels: np.ndarray, num_classes: int) -> SplitPlan:
+    """The run's subset, server splits and client partition (the runner's only code path for them)."""
     pseed = p.seed
     positions = np.arange(len(labels))
     if data.train_subset:
@@ -89,22 +97,30 @@ def build_federation(data: DatasetConfig, p: PartitionConfig, device: torch.devi
     splits = server_splits(labels[positions], data.val_fraction,
                            data.proxy_fraction if own_proxy else 0.0, derive_seed(pseed, "server-splits"))
     pool, val_pos, proxy_pos = positions[splits.client_pool], positions[splits.val], positions[splits.proxy]
+    if data.proxy_source == "unused":
+        proxy_pos = _unused_positions(len(labels), positions, data.proxy_fraction, pseed)
     parts = partition(labels[pool], p.clients, p.scheme, seed=pseed, alpha=p.alpha,
                       classes_per_client=p.classes_per_client, quantity_sizes=p.quantity_sizes,
-                      quantity_sigma=p.quantity_sigma, min_size=p.min_size, num_classes=ds.num_classes)
-    client_positions = [pool[part] for part in parts]
-    stats = partition_stats(labels[pool], parts, ds.num_classes)
+                      quantity_sigma=p.quantity_sigma, min_size=p.min_size, num_classes=num_classes)
+    stats = partition_stats(labels[pool], parts, num_classes)
+    return SplitPlan(positions, pool, val_pos, proxy_pos, [pool[part] for part in parts], stats)
 
+
+def build_federation(data: DatasetConfig, p: PartitionConfig, device: torch.device, data_dir=None,
+                     eval_test: bool = True) -> Federation:
+    """The federation a run's dataset and partition settings describe; ``eval_test`` false never
+    loads the test set onto the device."""
+    ds = load_dataset(data.name, data_dir=data_dir)
+    plan = plan_split(data, p, ds.train_y.numpy(), ds.num_classes)
     train_x = normalise(ds.train_x, ds.mean, ds.std, device)
     train_y = ds.train_y.to(device)
-    val = TensorData(train_x[torch.from_numpy(val_pos).to(device)], train_y[torch.from_numpy(val_pos).to(device)])
+    val = TensorData(train_x[torch.from_numpy(plan.val).to(device)], train_y[torch.from_numpy(plan.val).to(device)])
     if data.proxy_source == "unused":
-        proxy_pos = _unused_positions(len(labels), positions, data.proxy_fraction, p.seed)
         data = replace(data, proxy_source="train")  # taken from this run's own training tensor, as a slice
-    proxy = _proxy_data(data, p.seed, ds, train_x, proxy_pos, device)
+    proxy = _proxy_data(data, p.seed, ds, train_x, plan.proxy, device)
     test = TensorData(normalise(ds.test_x, ds.mean, ds.std, device), ds.test_y.to(device)) if eval_test else None
-    clients = [torch.from_numpy(cp).long() for cp in client_positions]
-    return Federation(ds, TensorData(train_x, train_y), clients, val, proxy, test, stats, proxy_pos, val_pos)
+    clients = [torch.from_numpy(cp).long() for cp in plan.clients]
+    return Federation(ds, TensorData(train_x, train_y), clients, val, proxy, test, plan.stats, plan.proxy, plan.val)
 
 
 def _unused_positions(n_train: int, subset: np.ndarray, fraction: float, pseed: int) -> np.ndarray:

@@ -22,11 +22,18 @@ from benchmarks.engine.federation import build_federation
 from benchmarks.models import build_model
 
 
-def perf_config(dataset_name: str, width: int, threads: int, rounds: int, **extra) -> dict:
+# What a timed round looks like: `regime` is suite cpu_regime's (16 clients of ~712 images, 6 a round: a
+# round costs seconds, so the default `perf` takes a couple of minutes); `paper` is the DynaFed paper's
+# (80 clients of the whole training set, 32 a round).
+SCALES = {"regime": ({"train_subset": 12000}, 16), "paper": ({}, 80)}
+
+
+def perf_config(dataset_name: str, width: int, threads: int, rounds: int, scale: str = "regime", **extra) -> dict:
+    dataset, clients = SCALES[scale]
     data = {
         "algorithm": "fedavg", "rounds": rounds, "eval_every": rounds, "threads": threads,
-        "dataset": {"name": dataset_name},
-        "partition": {"scheme": "balanced_dirichlet", "alpha": 0.04, "clients": 80},
+        "dataset": {"name": dataset_name, **dataset},
+        "partition": {"scheme": "balanced_dirichlet", "alpha": 0.04, "clients": clients},
         "model": {"name": "convnet", "width": width, "depth": 3},
         "clients": {"participation": 0.4, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
     }
@@ -77,12 +84,12 @@ def plain_training_seconds(cfg, samples: int, data_dir=None) -> float:
 
 
 def measure_round_vs_plain(dataset: str, width: int, threads: int, rounds: int, data_dir=None,
-                           executor: str = "sequential", device: str = "cpu") -> dict:
+                           executor: str = "sequential", device: str = "cpu", scale: str = "regime") -> dict:
     """Mean timings of ``rounds`` rounds after a warm-up round, whose own seconds (one-off costs:
     allocator, kernel selection, vmap tracing) are reported apart as ``first_round_seconds``."""
     from benchmarks.engine.runner import run
 
-    cfg = config_from_dict(perf_config(dataset, width, threads, rounds + 1, executor=executor, device=device))
+    cfg = config_from_dict(perf_config(dataset, width, threads, rounds + 1, scale, executor=executor, device=device))
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = run(cfg, suite="perf", results=tmp, data_dir=data_dir, progress=False)
         timings, samples = _timings(run_dir), _samples(run_dir)
@@ -101,11 +108,9 @@ def compare_jobs(data_dir=None) -> list[str]:
     from benchmarks.experiments.suites import Suite
     from benchmarks.experiments.sweep import run_sweep
 
-    lines = ["sweep of 4 runs (fmnist, width 32, 3 rounds, 12k-image subset):"]
+    lines = ["sweep of 4 runs (fmnist, width 32, 2 rounds, cpu_regime's 16 clients of ~712 images):"]
     for jobs, threads in ((1, 1), (1, 2), (2, 1)):
-        cells = [config_from_dict(perf_config("fmnist", 32, threads, 3, seed=seed,
-                                              dataset={"name": "fmnist", "train_subset": 12000}))
-                 for seed in range(4)]
+        cells = [config_from_dict(perf_config("fmnist", 32, threads, 2, seed=seed)) for seed in range(4)]
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             run_sweep(Suite("perf-jobs", "", cells), jobs=jobs, results=tmp, data_dir=data_dir, progress=False)

@@ -8,7 +8,10 @@ import itertools
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="fmnist")
-    parser.add_argument("--widths", default="32,128", help="ConvNet widths to measure, comma-separated")
+    parser.add_argument("--widths", default="32", help="ConvNet widths to measure, comma-separated (the paper's is 128)")
+    parser.add_argument("--scale", default="regime", choices=("regime", "paper"),
+                        help="rounds as in suite cpu_regime (16 clients of ~712 images, 6 a round; the default takes "
+                             "a couple of minutes) or as in the paper (80 clients of the whole set, 32 a round)")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds per setting (after one warm-up)")
     parser.add_argument("--threads", default=None,
                         help="thread counts to compare, comma-separated (default: 1,2; with --steps, 1)")
@@ -84,7 +87,7 @@ def run(args) -> int:
           f"{'fed train s':>11} {'plain s':>8} {'ratio':>6} {'samples/s':>9} {'eval s':>7}")
     for device, width, n_threads, executor in itertools.product(devices, widths, threads, executors):
         r = measure_round_vs_plain(args.dataset, width, n_threads, args.rounds, args.data_dir, executor=executor,
-                                   device=device)
+                                   device=device, scale=args.scale)
         print(f"{device:>6} {executor:>10} {width:>5} {n_threads:>7} {r['first_round_seconds']:>11.2f} "
               f"{r['round_seconds']:>11.2f} {r['train_seconds']:>11.2f} {r['plain_seconds']:>8.2f} "
               f"{r['ratio']:>6.2f} {r['samples_per_second']:>9.0f} {r['eval_seconds']:>7.2f}", flush=True)
