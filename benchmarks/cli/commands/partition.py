@@ -30,8 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (default: $HETBENCH_DATA or data/)")
     parser.add_argument("--json", action="store_true", help="print the full statistics as one JSON object")
     parser.add_argument("--plot", default=None, metavar="FILE", help=".png or .svg heatmap")
-    parser.epilog = ("example: hetbench partition --base quick --alpha 0.01   "
-                     "(the clients of the quick suite's alpha 0.01 cells)")
 
 
 def run(args) -> int:
@@ -58,7 +56,8 @@ def run(args) -> int:
 def describe(cfg, plan) -> dict:
     """The split's statistics, with the local regime they give under the config's client settings."""
     c = cfg.clients
-    steps = [c.local_epochs * -(-int(size) // c.batch_size) for size in plan.stats["sizes"]]
+    steps = [0 if not size else c.local_steps or c.local_epochs * -(-int(size) // c.batch_size)
+             for size in plan.stats["sizes"]]
     p = cfg.partition
     return {"dataset": cfg.dataset.name, "scheme": p.scheme, "alpha": p.alpha, "seed": p.seed,
             "train_subset": cfg.dataset.train_subset, "val_size": len(plan.val), "proxy_size": len(plan.proxy),

@@ -7,7 +7,7 @@ import itertools
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="fmnist")
+    parser.add_argument("--dataset", default="fmnist", help="dataset whose rounds are timed")
     parser.add_argument("--widths", default="32", help="ConvNet widths to measure, comma-separated (the paper's is 128)")
     parser.add_argument("--scale", default="regime", choices=("regime", "paper"),
                         help="rounds as in suite cpu_regime (16 clients of ~712 images, 6 a round; the default takes "
