@@ -326,6 +326,12 @@ def test_cli_warns_about_clients_smaller_than_a_batch(capsys):
     assert "local steps a round: min 1, mean 1.0, max 1" in out
 
 
+def test_cli_counts_fixed_local_steps_not_epochs(capsys):
+    code, out, _ = hetbench(["--dataset", "synthetic", "--clients", "300", "--alpha", "0.01",
+                             "--set", "clients.local_steps=5", "--set", "clients.local_epochs=0"], capsys)
+    assert code == 0 and "local steps a round: min 5, mean 5.0, max 5" in out and "warning" not in out
+
+
 def test_cli_is_silent_when_every_client_takes_several_steps(capsys):
     code, out, _ = hetbench(["--dataset", "synthetic", "--clients", "4", "--scheme", "iid"], capsys)
     assert code == 0 and "warning" not in out

@@ -44,6 +44,10 @@ def test_the_reserve_is_disjoint_from_clients_validation_and_the_proxy_slice(tin
     assert len(fed.proxy_positions) == 120 and len(held) == 480 and not held & used
     assert held | used == set(range(len(fed.train)))
     assert torch.equal(reserve.y, fed.train.y[reserve.positions])
+    # By pixels too: no validation or proxy image the server holds is among the reserve's images.
+    pixels = reserve.images(torch.arange(len(reserve))).flatten(1)
+    for split in (fed.val.x, fed.proxy.x):
+        assert torch.cdist(split.flatten(1), pixels).min() > 0
 
 
 def test_the_oracle_hands_out_reserve_images_of_the_asked_classes_seeded(tiny):

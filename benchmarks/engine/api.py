@@ -136,7 +136,7 @@ class ServerContext:
     std: tuple[float, ...] = (1.0,)
     # The dataset's class names, in label order (text prompts of generators).
     class_names: tuple[str, ...] = ()
-    # Labelled images held out of the whole federation (None when the run keeps none: no train_subset).
+    # Labelled training images no client, validation or proxy split holds (None when there are none).
     reserve: Reserve | None = None
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)

@@ -78,7 +78,8 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 @dataclass
 class SplitPlan:
     """Where every training image of a run goes, as positions in the training set: computed from labels
-    alone, so `hetbench partition` shows exactly the clients a run would get without loading pixels."""
+    alone, so `hetbench partition` shows exactly the clients a run would get without normalising pixels
+    or moving them to a device."""
     subset: np.ndarray
     client_pool: np.ndarray
     val: np.ndarray

@@ -41,6 +41,13 @@ def sample_clients(rng: np.random.Generator, n_clients: int, per_round: int) -> 
     return sorted(int(c) for c in rng.choice(n_clients, size=per_round, replace=False))
 
 
+def round_train_metrics(updates, drift: float) -> dict[str, float]:
+    """The round's ``train`` rows of rounds.csv, in their order (the Flower adapter reports the same)."""
+    return {"loss": sum(u.train_loss for u in updates) / len(updates),
+            "samples": sum(u.samples_seen for u in updates), "clients": len(updates), "drift": drift,
+            "local_steps": sum(u.steps for u in updates) / len(updates)}
+
+
 @torch.no_grad()
 def client_drift(global_flat: torch.Tensor, updates) -> float:
     """Mean L2 distance of the clients' trained parameters from the round's global model: how far local
@@ -231,13 +238,10 @@ class RoundLoop:
         algorithm.after_aggregate(rnd, self.global_model, self.global_flat, updates)
         server_seconds += time.perf_counter() - hook_start
 
-        train_loss = sum(u.train_loss for u in updates) / len(updates)
-        samples = sum(u.samples_seen for u in updates)
-        out.add(rnd, "train", "loss", train_loss)
-        out.add(rnd, "train", "samples", samples)
-        out.add(rnd, "train", "clients", len(updates))
-        out.add(rnd, "train", "drift", drift)
-        out.add(rnd, "train", "local_steps", sum(u.steps for u in updates) / len(updates))
+        train = round_train_metrics(updates, drift)
+        for metric, value in train.items():
+            out.add(rnd, "train", metric, value)
+        train_loss, samples = train["loss"], train["samples"]
         for metric, value in sorted(server.diagnostics.items()):
             out.add(rnd, "server", metric, value)
 

@@ -4,7 +4,9 @@ Each cell is one task that calls the sweep's own per-cell function, so a run wri
 the same bytes as with the local backend. A task declares what its run uses: the run's thread count as
 CPUs, and a share of a GPU when the run's device is CUDA, so that Ray packs runs onto nodes. The results
 root must be one folder shared by every node at the same path: the run folders' claims and checkpoints
-there let a task that Ray retries after its worker died resume the run, on any node.
+there let a task that Ray retries after its worker process died resume the run at once. When a whole node
+dies, its claims keep their last heartbeat: a retry elsewhere fails on the claim until it is stale
+(10 minutes), so run the sweep again after that and the run resumes from its checkpoint.
 
 Ray is an optional dependency (the ``cluster`` extra) and is imported only here, only for this backend.
 """
@@ -92,13 +94,26 @@ def _connect(ray, options: RayOptions, jobs: int) -> None:
         check_reachable(options.address)
     try:
         if options.address is None:  # "local" starts a cluster here even where RAY_ADDRESS names another
-            ray.init(address="local", num_cpus=jobs, include_dashboard=False)
+            _start_local(ray, jobs)
         else:
             ray.init(address=options.address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = options.address or "a local cluster"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--address: cannot start or reach Ray at {where} ({first})") from None
+
+
+def _start_local(ray, jobs: int, attempts: int = 3) -> None:
+    """A local cluster of ``jobs`` CPUs. Ray gives its raylet a fixed 30 s to register and raises a plain
+    Exception past it, which a machine whose cores are busy (another sweep) can exceed: start again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", num_cpus=jobs, include_dashboard=False)
+            return
+        except Exception as exc:  # noqa: BLE001 (Ray raises Exception itself for this timeout)
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            ray.shutdown()
 
 
 def run_on_ray(todo: list[RunConfig], cell_fn: Callable, suite_name: str, root: str, data_dir, jobs: int,

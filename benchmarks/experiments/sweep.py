@@ -77,7 +77,8 @@ def _outcomes(todo: list[RunConfig], suite_name: str, root: Path, data_dir, jobs
     the others."""
     if ray_options is not None:
         from benchmarks.experiments.ray_cells import run_on_ray
-        # Ray workers may run on other nodes, in other folders: they get the root as an absolute path.
+        # Ray workers may run on other nodes, in other folders: they get absolute paths.
+        data_dir = None if data_dir is None else str(Path(data_dir).resolve())
         yield from run_on_ray(todo, _run_cell, suite_name, str(root.resolve()), data_dir, jobs, ray_options)
     elif jobs <= 1:
         for cfg in todo:

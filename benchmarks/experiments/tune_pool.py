@@ -10,6 +10,7 @@ without ``--workers``) with one ``--storage``: a journal file on a shared file s
 from __future__ import annotations
 
 import multiprocessing
+import sys
 
 from benchmarks.core.typed import ConfigError
 from benchmarks.experiments.tune import StudyOutcome, StudyRequest, prepare, run_trials, tune, write_outputs
@@ -46,6 +47,10 @@ def tune_with_workers(req: StudyRequest, workers: int, data_dir=None, progress: 
                 proc.join(timeout=10)
     if not errors.empty():
         raise errors.get()
+    for proc in procs:
+        if proc.exitcode:  # killed from outside (OOM, a signal): say so, then finish its share below
+            print(f"tune: worker {proc.name} (pid {proc.pid}) ended with exit code {proc.exitcode}; "
+                  "its trials are left to this process", file=sys.stderr)
     # A worker killed from outside leaves its trial to the others; if none was left to run it, run it here.
     study, objective, folder = prepare(req, data_dir)
     run_trials(study, objective, req.trials, [])

@@ -34,7 +34,8 @@ def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
              backend_config: dict | None = None) -> AlgorithmStrategy:
     """Run ``cfg`` under Flower's simulation and return the finished strategy (``strategy.result``).
     ``fed`` defaults to the federation ``cfg`` describes, built without its test set. Each node gets
-    ``execution.threads`` CPUs unless ``backend_config`` says otherwise."""
+    ``execution.threads`` CPUs and no GPU share unless ``backend_config`` says otherwise (for CUDA runs give
+    the nodes a share, e.g. ``{"client_resources": {"num_cpus": 1, "num_gpus": 0.25}}``; not tested on a GPU)."""
     torch.set_num_threads(cfg.execution.threads)  # as the runner does: threads change float rounding
     if fed is None:
         fed = build_federation(cfg.dataset, cfg.partition, torch.device(cfg.device), data_dir, eval_test=False)

@@ -31,7 +31,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from benchmarks.engine.api import ClientUpdate, evaluate
-from benchmarks.engine.runner import client_drift, sample_clients
+from benchmarks.engine.runner import client_drift, round_train_metrics, sample_clients
 from benchmarks.engine.settings import RunConfig
 from benchmarks.flower import records, wiring
 from benchmarks.flower.wiring import ServerData
@@ -130,9 +130,7 @@ class AlgorithmStrategy(Strategy):
             self.global_flat.copy_(self.algorithm.aggregate(server_round, self.global_flat, updates))
         self.algorithm.after_aggregate(server_round, self.global_model, self.global_flat, updates)
         metrics = MetricRecord({
-            "train.loss": sum(u.train_loss for u in updates) / len(updates),
-            "train.samples": sum(u.samples_seen for u in updates), "train.clients": len(updates),
-            "train.drift": drift, "train.local_steps": sum(u.steps for u in updates) / len(updates),
+            **{f"train.{metric}": value for metric, value in round_train_metrics(updates, drift).items()},
             **{f"server.{metric}": value for metric, value in sorted(self.server.diagnostics.items())},
             **{f"time.server_{part}_seconds": value for part, value in sorted(self.server.timings.items())},
         })

@@ -25,7 +25,7 @@ from benchmarks.models import build_model
 # What a timed round looks like: `regime` is suite cpu_regime's (16 clients of ~712 images, 6 a round: a
 # round costs seconds, so the default `perf` takes a couple of minutes); `paper` is the DynaFed paper's
 # (80 clients of the whole training set, 32 a round).
-SCALES = {"regime": ({"train_subset": 12000}, 16), "paper": ({}, 80)}
+SCALES = {"regime": ({"train_subset": 12000, "proxy_source": "unused"}, 16), "paper": ({}, 80)}
 
 
 def perf_config(dataset_name: str, width: int, threads: int, rounds: int, scale: str = "regime", **extra) -> dict:
