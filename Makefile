@@ -47,7 +47,7 @@ bench: setup
 	$(PY) -m benchmarks sweep quick --jobs $(JOBS)
 
 perf: setup
-	$(PY) -m benchmarks perf
+	$(PY) -m benchmarks perf --compare-jobs
 
 # The paper grid at CPU cost with the paper's per-client regime (suite cpu_regime, ~4.3 h per seed on 2
 # idle cores by its estimate) and the full paper setting. Both resume: rerun the same command after an

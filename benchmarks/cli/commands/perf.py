@@ -17,7 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="thread counts to compare, comma-separated (default: 1,2; with --steps, 1)")
     parser.add_argument("--executor", default="sequential", choices=("all", "sequential", "vectorised"),
                         help="client executor(s) to time, on the CPU and on CUDA when present")
-    parser.add_argument("--skip-jobs", action="store_true", help="skip the sweep --jobs 1 vs 2 comparison")
+    parser.add_argument("--compare-jobs", action="store_true",
+                        help="also time a 4-run sweep with --jobs 1 and 2 and 1 or 2 threads (several minutes more)")
     parser.add_argument("--dynafed", action="store_true", help="measure DynaFed synthesis instead")
     parser.add_argument("--settings", default=None,
                         help="DynaFed: classes x images-per-class cases, e.g. 10x15,100x15 (default: 10x15 on "
@@ -91,7 +92,7 @@ def run(args) -> int:
         print(f"{device:>6} {executor:>10} {width:>5} {n_threads:>7} {r['first_round_seconds']:>11.2f} "
               f"{r['round_seconds']:>11.2f} {r['train_seconds']:>11.2f} {r['plain_seconds']:>8.2f} "
               f"{r['ratio']:>6.2f} {r['samples_per_second']:>9.0f} {r['eval_seconds']:>7.2f}", flush=True)
-    if not args.skip_jobs:
+    if args.compare_jobs:
         for line in compare_jobs(args.data_dir):
             print(line)
     return 0
