@@ -144,3 +144,20 @@ def test_the_loser_of_a_race_for_the_last_trial_is_not_run():
     frozen = study.get_trials()[2]
     assert frozen.user_attrs[SURPLUS] and not counts_towards_budget(frozen)
     admit(study.ask(), budget=3)  # a queued or running earlier trial counts; a surplus one does not
+
+
+def test_a_worker_joining_live_ones_with_another_trial_budget_is_one_line(tmp_path, monkeypatch):
+    from benchmarks.core.typed import ConfigError
+    from benchmarks.experiments.trial_liveness import stamp
+    monkeypatch.setenv("HETBENCH_HOST", "here")
+    journal = tmp_path / "study.journal"
+    study, _, _ = prepare(request(tmp_path, journal, trials=4))
+    running = study.ask()  # a live worker's trial: this process, freshly stamped
+    running.set_user_attr(WORKER, stamp())
+    with pytest.raises(ConfigError, match=r"^--trials: 6 differs from the 4 that the workers running study"):
+        prepare(request(tmp_path, journal, trials=6))
+    prepare(request(tmp_path, journal, trials=4))  # the same budget joins
+
+    study.tell(running, state=TrialState.FAIL)
+    again, _, _ = prepare(request(tmp_path, journal, trials=6))  # once they stop, a restart may change it
+    assert again.user_attrs["trials"] == 6

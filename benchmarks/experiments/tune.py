@@ -13,7 +13,8 @@ set (``eval_test = false``), so nothing a study sees depends on it.
 
 Every algorithm gets the same budget (trials, rounds, pruner), recorded in the study's user attributes;
 reopening a study with a different budget is refused rather than silently mixing two searches. A
-restarted study runs only the trials still missing from its budget.
+restarted study runs only the trials still missing from its budget; a restart may raise or lower the
+trial count, but a worker may not join live workers with a different one.
 
 Several processes share a study through its storage (``study_storage.py``: a journal file by default,
 ``--workers N`` in ``tune_pool.py``, or several machines on one journal or database). A trial is admitted
@@ -273,6 +274,13 @@ def open_study(req: StudyRequest, folder: Path, budget: dict, pruner) -> optuna.
         if key in stored and stored[key] != _plain(budget[key]):
             raise ConfigError(f"--study: {req.name} was run with a different {key} "
                               f"({_short(stored[key])} vs {_short(budget[key])}); choose another --study name")
+    # A restart may change the trial budget, but a worker joining live ones may not: each worker admits
+    # trials against its own --trials, so mixed budgets would end the study at whichever is largest.
+    if "trials" in stored and stored["trials"] != budget["trials"]:
+        recover_stale_trials(study)
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            raise ConfigError(f"--trials: {budget['trials']} differs from the {stored['trials']} that the workers "
+                              f"running study {req.name} use; give the same --trials, or change it once they stop")
     for key, value in budget.items():
         study.set_user_attr(key, _plain(value))
     study.sampler = NumberSeededTPE(req.seed)
