@@ -41,6 +41,19 @@ def sample_clients(rng: np.random.Generator, n_clients: int, per_round: int) -> 
     return sorted(int(c) for c in rng.choice(n_clients, size=per_round, replace=False))
 
 
+def open_round(rnd: int, cfg: RunConfig, server, algorithm, sampler: np.random.Generator, global_model,
+               global_flat, one_off=None) -> list[int]:
+    """Every driver's (this runner's, the Flower strategy's) opening of a round, in one order: fresh server
+    timings and diagnostics, ``one_off`` work, the algorithm's ``before_round``, then the seeded draw of
+    the round's clients, which it returns. The drivers ask for ``client_config`` next."""
+    server.timings.clear()
+    server.diagnostics.clear()
+    if one_off is not None:
+        one_off()
+    algorithm.before_round(rnd, global_model, global_flat)
+    return sample_clients(sampler, cfg.partition.clients, cfg.clients_per_round)
+
+
 def round_train_metrics(updates, drift: float) -> dict[str, float]:
     """The round's ``train`` rows of rounds.csv, in their order (the Flower adapter reports the same)."""
     return {"loss": sum(u.train_loss for u in updates) / len(updates),
@@ -108,6 +121,13 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     return out.finish(summary)
 
 
+def each_client_data(fed):
+    """(client id, images, labels) of every client of ``fed``, in client order."""
+    for cid, idx in enumerate(fed.client_indices):
+        idx = idx.to(fed.train.x.device)
+        yield cid, fed.train.x[idx], fed.train.y[idx]
+
+
 class RoundLoop:
     """The state of one run between rounds, and the rounds themselves."""
 
@@ -134,9 +154,8 @@ class RoundLoop:
                                                        fed.proxy_positions))
         self.algorithm = get_algorithm(cfg.algorithm)(cfg.hparams, self.server)
         if self.algorithm.shares_client_data:  # deterministic from the data, so redone on resume
-            local = [idx.to(fed.train.x.device) for idx in fed.client_indices]
-            self.algorithm.receive_client_summaries([self.algorithm.client_summary(cid, fed.train.x[idx], fed.train.y[idx])
-                                                     for cid, idx in enumerate(local)])
+            self.algorithm.receive_client_summaries([self.algorithm.client_summary(cid, x, y)
+                                                     for cid, x, y in each_client_data(fed)])
         # Extra local data is added in the first round this process runs (after a resume's server state
         # is loaded, so an algorithm can restore what it made instead of making it again).
         self.data_extended = not self.algorithm.extends_client_data
@@ -175,9 +194,8 @@ class RoundLoop:
     def extend_client_data(self) -> None:
         """Each client's ``extra_local_data`` appended to what the executor trains it on; the federation's
         own data and statistics stay as they were."""
-        train, local = self.fed.train, [idx.to(self.fed.train.x.device) for idx in self.fed.client_indices]
-        extras = [self.algorithm.extra_local_data(cid, train.x[idx], train.y[idx]) for cid, idx in enumerate(local)]
-        self.executor.use_data(*with_extra_data(train, self.fed.client_indices, extras))
+        extras = [self.algorithm.extra_local_data(cid, x, y) for cid, x, y in each_client_data(self.fed)]
+        self.executor.use_data(*with_extra_data(self.fed.train, self.fed.client_indices, extras))
         self.data_extended = True
 
     # ---- rounds -------------------------------------------------------------------------------
@@ -217,15 +235,12 @@ class RoundLoop:
     def one_round(self, rnd: int, bar) -> dict | None:
         cfg, out, server, algorithm = self.cfg, self.out, self.server, self.algorithm
         round_start = time.perf_counter()
-        server.timings.clear()
-        server.diagnostics.clear()
         hook_start = time.perf_counter()
-        if not self.data_extended:  # one-off work, timed as this round's server time
-            self.extend_client_data()
-        algorithm.before_round(rnd, self.global_model, self.global_flat)
+        # Extending the clients' data is one-off work, timed as this round's server time.
+        clients = open_round(rnd, cfg, server, algorithm, self.sampler, self.global_model, self.global_flat,
+                             one_off=None if self.data_extended else self.extend_client_data)
         server_seconds = time.perf_counter() - hook_start
 
-        clients = sample_clients(self.sampler, cfg.partition.clients, cfg.clients_per_round)
         client_start = time.perf_counter()
         client_config = algorithm.client_config(rnd)
         updates = self.executor.train_round(rnd, clients, self.global_flat, algorithm, client_config)

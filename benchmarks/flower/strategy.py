@@ -31,7 +31,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from benchmarks.engine.api import ClientUpdate, evaluate
-from benchmarks.engine.runner import client_drift, round_train_metrics, sample_clients
+from benchmarks.engine.runner import client_drift, open_round, round_train_metrics
 from benchmarks.engine.settings import RunConfig
 from benchmarks.flower import records, wiring
 from benchmarks.flower.wiring import ServerData
@@ -107,10 +107,8 @@ class AlgorithmStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.load(arrays)
-        self.server.timings.clear()
-        self.server.diagnostics.clear()
-        self.algorithm.before_round(server_round, self.global_model, self.global_flat)
-        clients = sample_clients(self.sampler, self.cfg.partition.clients, self.cfg.clients_per_round)
+        clients = open_round(server_round, self.cfg, self.server, self.algorithm, self.sampler, self.global_model,
+                             self.global_flat)
         client_config = self.algorithm.client_config(server_round)
         params = records.params_record(self.global_model, self.global_flat)
         messages = []
