@@ -193,3 +193,38 @@ def test_an_address_where_nothing_listens_is_refused_at_once():
         check_reachable(f"127.0.0.1:{port}")
     assert time.time() - started < 5 and "\n" not in str(info.value)
     check_reachable("auto")  # not HOST:PORT: left to Ray, which finds a local cluster's address itself
+
+
+class FlakyRay:
+    """A stand-in for ``ray`` whose first starts fail as a busy machine's did: a raylet that timed out, then
+    one that aborted (the cluster came up with no live node)."""
+
+    def __init__(self, failures: list[str]):
+        self.failures, self.inits, self.shutdowns, self.alive = list(failures), 0, 0, False
+
+    def init(self, **kwargs):
+        self.inits += 1
+        failure = self.failures.pop(0) if self.failures else None
+        if failure == "timeout":
+            raise Exception("The current node timed out during startup.")
+        self.alive = failure != "dead raylet"
+
+    def nodes(self):
+        return [{"Alive": self.alive}]
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_a_local_cluster_that_fails_to_start_is_started_again(monkeypatch):
+    from benchmarks.experiments import ray_cells
+    flaky = FlakyRay(["timeout", "dead raylet"])
+    monkeypatch.setattr(ray_cells, "import_ray", lambda: flaky)
+    ray_cells.start_local_ray(2)
+    assert (flaky.inits, flaky.shutdowns, flaky.alive) == (3, 2, True)
+
+    hopeless = FlakyRay(["dead raylet"] * 3)
+    monkeypatch.setattr(ray_cells, "import_ray", lambda: hopeless)
+    with pytest.raises(RuntimeError, match="without a live node"):
+        ray_cells.start_local_ray(2)
+    assert (hopeless.inits, hopeless.shutdowns) == (3, 3)

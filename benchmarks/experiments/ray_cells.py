@@ -12,6 +12,7 @@ Ray is an optional dependency (the ``cluster`` extra) and is imported only here,
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -94,7 +95,7 @@ def _connect(ray, options: RayOptions, jobs: int) -> None:
         check_reachable(options.address)
     try:
         if options.address is None:  # "local" starts a cluster here even where RAY_ADDRESS names another
-            _start_local(ray, jobs)
+            start_local_ray(jobs)
         else:
             ray.init(address=options.address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -103,17 +104,23 @@ def _connect(ray, options: RayOptions, jobs: int) -> None:
         raise ConfigError(f"--address: cannot start or reach Ray at {where} ({first})") from None
 
 
-def _start_local(ray, jobs: int, attempts: int = 3) -> None:
-    """A local cluster of ``jobs`` CPUs. Ray gives its raylet a fixed 30 s to register and raises a plain
-    Exception past it, which a machine whose cores are busy (another sweep) can exceed: start again."""
+def start_local_ray(num_cpus: int | None = None, attempts: int = 3, **init_args) -> None:
+    """Start a local Ray cluster, again (up to ``attempts`` times) if it does not come up. On a machine whose
+    cores are busy (a sweep on both) two startup failures were seen here: the raylet missing Ray's fixed 30 s
+    to register (ray.init raises a plain Exception), and the raylet aborting ("Check failed" in
+    node_manager.cc) when its dashboard agent took longer than Ray's fixed 15 s to write its ports, as in
+    Ray issue 62883. After the second, Flower's simulation waited forever for its actors."""
+    ray = import_ray()
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address="local", num_cpus=jobs, include_dashboard=False)
-            return
-        except Exception as exc:  # noqa: BLE001 (Ray raises Exception itself for this timeout)
-            if "timed out during startup" not in str(exc) or attempt == attempts:
-                raise
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **init_args)
+            if any(node.get("Alive") for node in ray.nodes()):
+                return
+            raise RuntimeError("the local Ray cluster started without a live node")
+        except Exception:  # noqa: BLE001 (Ray raises Exception itself for its startup timeout)
             ray.shutdown()
+            if attempt == attempts:
+                raise
 
 
 def run_on_ray(todo: list[RunConfig], cell_fn: Callable, suite_name: str, root: str, data_dir, jobs: int,

@@ -7,6 +7,9 @@ and runs them with ``flwr.simulation.run_simulation`` (Ray actors run the client
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -14,6 +17,7 @@ from flwr.simulation import run_simulation
 
 from benchmarks.engine.federation import Federation, build_federation
 from benchmarks.engine.settings import RunConfig
+from benchmarks.experiments.ray_cells import import_ray, start_local_ray
 from benchmarks.flower.client import client_app, client_data
 from benchmarks.flower.strategy import AlgorithmStrategy
 from benchmarks.flower.wiring import ServerData
@@ -30,6 +34,17 @@ def server_app(strategy: AlgorithmStrategy, timeout: float = 3600) -> ServerApp:
     return app
 
 
+def start_ray_for_flower() -> None:
+    """Start the local cluster Flower's simulation would start (its actors import this package through
+    PYTHONPATH, as Flower's Ray backend arranges), with ``start_local_ray``'s retries: a cluster whose
+    raylet died at startup left Flower waiting forever. Flower shuts it down when the simulation ends."""
+    if import_ray().is_initialized():
+        return
+    path = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["PYTHONPATH"] = path
+    start_local_ray(runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
 def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
              backend_config: dict | None = None) -> AlgorithmStrategy:
     """Run ``cfg`` under Flower's simulation and return the finished strategy (``strategy.result``).
@@ -41,6 +56,7 @@ def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
         fed = build_federation(cfg.dataset, cfg.partition, torch.device(cfg.device), data_dir, eval_test=False)
     strategy = AlgorithmStrategy(cfg, ServerData.of(fed))
     backend = backend_config or {"client_resources": {"num_cpus": cfg.execution.threads, "num_gpus": 0.0}}
+    start_ray_for_flower()
     run_simulation(server_app(strategy), client_app(cfg, client_data(fed), fed.num_classes),
                    num_supernodes=cfg.partition.clients, backend_config=backend)
     if strategy.result is None:
