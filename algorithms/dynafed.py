@@ -134,7 +134,7 @@ class DynaFed(FedAvg):
             return
         with self.server.timed("synthesis"):
             self.synthetic = self.synthesise()
-        self.log_synthetic_set()
+        self.log_synthetic_set(global_model)
 
     def synthesise(self) -> SyntheticSet:
         hp, server = self.params, self.server
@@ -153,8 +153,11 @@ class DynaFed(FedAvg):
         server.log("synthesis_lr", syn.syn_lr.item())
         return syn
 
-    def log_synthetic_set(self) -> None:
-        """The synthetic set's diagnostics (``algorithms.synthetic_quality``), logged in the synthesis round."""
+    def log_synthetic_set(self, global_model) -> None:
+        """The synthetic set's diagnostics (``algorithms.synthetic_quality``), logged in the synthesis round;
+        with the quality diagnostic, the validation accuracy of the trajectory's last model (``global_model``
+        at this point) beside it: a set distilled from the trajectory can hardly teach more than its models
+        know."""
         server, syn = self.server, self.synthetic
         start, end = synthetic_quality.loss_start_end(self.matching_losses)
         top, distinct = synthetic_quality.label_sharpness(syn.label_logits)
@@ -168,6 +171,7 @@ class DynaFed(FedAvg):
                                                                      self.params.quality_epochs,
                                                                      self.params.finetune_batch)
             server.log("synthetic_only_val_accuracy", accuracy)
+            server.log("trajectory_val_accuracy", server.evaluate(global_model, server.val, server.eval_batch_size)[0])
 
     def mechanism(self, series):
         if "server.synthesis_loss_end" not in series:
@@ -180,9 +184,11 @@ class DynaFed(FedAvg):
         accuracy = only("server.synthetic_only_val_accuracy")
         if accuracy != accuracy:
             return {"engaged": None, "evidence": f"quality not measured (quality_models = 0); {labels}"}
+        known = only("server.trajectory_val_accuracy")
+        source = "" if known != known else f", the trajectory's last model {100 * known:.1f}%"
         return {"engaged": accuracy >= 2 * chance,
                 "evidence": f"fresh models trained on the synthetic set alone reach {100 * accuracy:.1f}% on "
-                            f"validation (chance {100 * chance:.1f}%, engaged at 2x chance); {labels}; "
+                            f"validation (chance {100 * chance:.1f}%, engaged at 2x chance{source}); {labels}; "
                             f"fine-tuning {series_mean(series, 'server.finetune_steps'):.0f} steps a round"}
 
     # ---- aggregation and fine-tuning ---------------------------------------------------------

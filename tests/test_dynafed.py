@@ -215,6 +215,32 @@ def test_records_until_length_then_synthesises_once_and_stops_recording():
     assert torch.equal(algo.synthetic.images, images)  # synthesised once
 
 
+def test_quality_diagnostic_scores_the_trajectorys_last_model_beside_the_set():
+    """With the quality diagnostic on, the synthesis round also logs the validation accuracy of the model
+    the trajectory ends at (what the set can distil), scored on the validation split."""
+    from benchmarks.engine.api import TensorData, evaluate
+    gen = torch.Generator().manual_seed(3)
+    val = TensorData(torch.randn(40, *SHAPE, generator=gen), torch.randint(0, CLASSES, (40,), generator=gen))
+    server = ServerContext(aggregation="uniform", clients=None, eval_batch_size=16, rounds=1, num_classes=CLASSES,
+                           input_shape=SHAPE, device=torch.device("cpu"), val=val, proxy=Forbidden(),
+                           client_class_counts=Forbidden(), seed=0,
+                           build_model=lambda: ConvNet(SHAPE, CLASSES, width=8, depth=2))
+    algo = DynaFed(DynaFedParams(**{**SMALL, "quality_models": 1, "quality_epochs": 2}), server)
+    model, flat = server.make_model()
+    algo.setup(model, flat)
+    for rnd in (1, 2):
+        algo.before_round(rnd, model, flat)
+        with torch.no_grad():
+            flat.add_(torch.randn(flat.shape, generator=gen) * 0.3)
+        algo.after_aggregate(rnd, model, flat, [Forbidden()])
+    expected = evaluate(model, val, 1000)[0]
+    algo.before_round(3, model, flat)
+    assert algo.server.diagnostics["trajectory_val_accuracy"] == expected
+    assert torch.equal(flat, algo.trajectory[-1]), "scoring the last model changed it"
+    judged = algo.mechanism({f"server.{k}": {3: v} for k, v in algo.server.diagnostics.items()})
+    assert f"the trajectory's last model {100 * expected:.1f}%" in judged["evidence"]
+
+
 def test_synthesis_reports_its_progress_and_clears_it():
     algo = DynaFed(DynaFedParams(**SMALL), server_without_data())
     shown = []
