@@ -32,6 +32,8 @@ from reports.trust import assign, differences
 __all__ = ["ReportError", "build_report", "build_from_csv"]
 # Above this many seconds the time axis is in minutes.
 MINUTES_FROM = 600.0
+# The figures folder belongs to the report: a rebuild deletes the files in it that it did not write.
+FIGURES_DIR = "figures"
 
 
 def build_report(suite: str, results: Path, out: Path) -> list[Path]:
@@ -93,7 +95,21 @@ def write_report(data: Suite, out: Path) -> list[Path]:
     written += write_csvs(data, out, drawn)
     index = out / "index.html"
     index.write_text(page(f"hetbench report: suite {data.name}", _intro(data), sections), encoding="utf-8")
+    _prune_figures(out, written)
     return written + [index]
+
+
+def _prune_figures(out: Path, written: list[Path]) -> None:
+    """Delete what an earlier build left in ``figures/`` and this one did not write (a rerun suite's
+    synthetic grids under their old run ids, say): the report owns that folder, and a committed report
+    should hold only what its page shows."""
+    kept = {p.resolve() for p in written}
+    figures = out / FIGURES_DIR
+    for path in sorted(figures.rglob("*"), reverse=True) if figures.is_dir() else []:
+        if path.is_file() and path.resolve() not in kept:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _check_out(out: Path) -> None:
@@ -190,7 +206,7 @@ def _figure_sections(data: Suite, variant: str, out: Path) -> list[tuple[Section
     sections = []
     curve_images = []
     if len(settings) > 1:
-        files = curves_grid(accuracy_panels, out / "figures" / "curves_all", xlabel="round",
+        files = curves_grid(accuracy_panels, out / FIGURES_DIR / "curves_all", xlabel="round",
                             ylabel=f"{split_name} accuracy (%)",
                             chance_label="chance (1/classes)")
         curve_images.append(_image(files, out, f"{title} accuracy per round, every setting",
@@ -200,7 +216,7 @@ def _figure_sections(data: Suite, variant: str, out: Path) -> list[tuple[Section
                                       if split == "test" else "") + "dotted: chance."))
     ylims = {d: limits([p for p, s in zip(accuracy_panels, settings) if s.dataset == d]) for d in datasets}
     for panel, s in zip(accuracy_panels, settings):
-        files = curves_figure(panel, out / "figures" / f"curves_{setting_slug(s)}", xlabel="round",
+        files = curves_figure(panel, out / FIGURES_DIR / f"curves_{setting_slug(s)}", xlabel="round",
                               ylabel=f"{split_name} accuracy (%)", ylim=ylims[s.dataset],
                               chance_label="chance (1/classes)")
         curve_images.append(_image(files, out, f"{title} accuracy per round, {labels[s]}",
@@ -213,14 +229,14 @@ def _figure_sections(data: Suite, variant: str, out: Path) -> list[tuple[Section
     more = []
     loss_panels = panels(loss, math.log, paper=False)
     if any(len(s.points) for p in loss_panels for s in p.series):
-        files = curves_grid(loss_panels, out / "figures" / "loss_all", xlabel="round", ylabel=f"{split_name} loss",
+        files = curves_grid(loss_panels, out / FIGURES_DIR / "loss_all", xlabel="round", ylabel=f"{split_name} loss",
                             chance_label="uniform prediction (ln classes)")
         more.append(_image(files, out, f"{title} loss per round, every setting",
                            f"{title} loss (mean cross-entropy) per round, one row per dataset on a shared y-axis; "
                            "dotted: the loss of a uniform prediction."))
     time_panels = panels(timed, lambda k: 100.0 / k, paper=False)
     if any(len(s.points) for p in time_panels for s in p.series):
-        files = curves_grid(time_panels, out / "figures" / "accuracy_time", xlabel=f"wall-clock time ({unit})",
+        files = curves_grid(time_panels, out / FIGURES_DIR / "accuracy_time", xlabel=f"wall-clock time ({unit})",
                             ylabel=f"{split_name} accuracy (%)", rounds_axis=False, chance_label="chance (1/classes)")
         more.append(_image(files, out, f"{title} accuracy against wall-clock time, every setting",
                            f"{title} accuracy (%) against the run's cumulative wall-clock time ({unit}, mean over "
@@ -289,7 +305,7 @@ def _partition_images(data: Suite, variant: str, out: Path) -> list[Image]:
         counts[clients, classes] = parts["count"].to_numpy(dtype=int)
         seed = int(run["partition_seed"])
         files = partition_figure(counts, f"{labels[s]}, partition seed {seed}",
-                                 out / "figures" / f"partition_{setting_slug(s)}")
+                                 out / FIGURES_DIR / f"partition_{setting_slug(s)}")
         spread = (f" Heterogeneity ({run['heterogeneity_metric']}): {run['heterogeneity']:.3f}."
                   if run["heterogeneity_metric"] and not pd.isna(run["heterogeneity"]) else "")
         cell = data.included(variant)

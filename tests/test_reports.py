@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -564,3 +565,19 @@ def test_degenerate_suites_still_build(tmp_path, case):
         assert _row((tmp_path / "out" / "main_table.md").read_text(), "FedAvg")[1] == "diverged"
     build_from_csv(case, tmp_path / "out", tmp_path / "again")
     _assert_same_tree(tmp_path / "out", tmp_path / "again", figures=False)
+
+
+def test_a_rebuild_deletes_figures_it_did_not_write_and_keeps_the_rest(built, tmp_path):
+    root, first = built
+    out = tmp_path / "report"
+    shutil.copytree(first, out)
+    stale = [out / "figures" / "synthetic" / "dynafed_old_run.png", out / "figures" / "gone" / "curves_old.svg"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"stale")
+    notes = out / "notes.txt"  # not the report's: outside its figures folder, never touched
+    notes.write_text("mine")
+    build_report(SUITE, root, out)
+    assert not any(p.exists() for p in stale) and not (out / "figures" / "gone").exists()
+    notes.unlink()
+    _assert_same_tree(first, out)
