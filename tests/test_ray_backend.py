@@ -126,7 +126,8 @@ def test_a_killed_ray_worker_then_a_cancelled_task_resume_to_the_same_bytes(tmp_
     out = RunDirectory(tmp_path / "ray", "mini", cfg.run_id())
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: (out.tmp / "checkpoint.pt").is_file(), proc, "the first checkpoint")
+        # The wait covers the cluster's start, which is retried when it does not come up (slow on busy cores).
+        _wait(lambda: (out.tmp / "checkpoint.pt").is_file(), proc, "the first checkpoint", timeout=360.0)
         first_worker = _wait(lambda: _claimant(out.tmp), proc, "the worker's claim")
         round_one = _wait(lambda: _time_rows(out.tmp / "timings.csv", 1), proc, "round 1's timings")
         os.kill(first_worker, signal.SIGKILL)  # the Ray worker process, not the sweep: Ray reruns the task
