@@ -12,7 +12,6 @@ Ray is an optional dependency (the ``cluster`` extra) and is imported only here,
 """
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -113,7 +112,7 @@ def start_local_ray(num_cpus: int | None = None, attempts: int = 3, **init_args)
     ray = import_ray()
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **init_args)
+            ray.init(**{"address": "local", "num_cpus": num_cpus, "include_dashboard": False, **init_args})
             if any(node.get("Alive") for node in ray.nodes()):
                 return
             raise RuntimeError("the local Ray cluster started without a live node")

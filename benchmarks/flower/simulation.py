@@ -34,15 +34,16 @@ def server_app(strategy: AlgorithmStrategy, timeout: float = 3600) -> ServerApp:
     return app
 
 
-def start_ray_for_flower() -> None:
-    """Start the local cluster Flower's simulation would start (its actors import this package through
-    PYTHONPATH, as Flower's Ray backend arranges), with ``start_local_ray``'s retries: a cluster whose
-    raylet died at startup left Flower waiting forever. Flower shuts it down when the simulation ends."""
+def start_ray_for_flower(init_args: dict | None = None) -> None:
+    """Start the local cluster Flower's simulation would start (with the backend config's ``init_args``;
+    its actors import this package through PYTHONPATH, as Flower's Ray backend arranges), with
+    ``start_local_ray``'s retries: a cluster whose raylet died at startup left Flower waiting forever.
+    Flower shuts it down when the simulation ends."""
     if import_ray().is_initialized():
         return
     path = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
     os.environ["PYTHONPATH"] = path
-    start_local_ray(runtime_env={"env_vars": {"PYTHONPATH": path}})
+    start_local_ray(**{"runtime_env": {"env_vars": {"PYTHONPATH": path}}, **(init_args or {})})
 
 
 def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
@@ -56,7 +57,7 @@ def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
         fed = build_federation(cfg.dataset, cfg.partition, torch.device(cfg.device), data_dir, eval_test=False)
     strategy = AlgorithmStrategy(cfg, ServerData.of(fed))
     backend = backend_config or {"client_resources": {"num_cpus": cfg.execution.threads, "num_gpus": 0.0}}
-    start_ray_for_flower()
+    start_ray_for_flower(backend.get("init_args"))
     run_simulation(server_app(strategy), client_app(cfg, client_data(fed), fed.num_classes),
                    num_supernodes=cfg.partition.clients, backend_config=backend)
     if strategy.result is None:
