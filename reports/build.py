@@ -26,14 +26,12 @@ from reports.provenance import provenance
 from reports.render import Table, to_latex, to_markdown
 from reports.tables import (best_val_table, cost_table, eval_split, excluded_table, main_table, mechanism_table,
                             settings_table, variants_table)
-from reports.tidy import CURVES_CSV, PARTITIONS_CSV, RUNS_CSV, load_csvs, synthetic_name, write_csvs
+from reports.tidy import CURVES_CSV, FIGURES_DIR, PARTITIONS_CSV, RUNS_CSV, load_csvs, synthetic_name, write_csvs
 from reports.trust import assign, differences
 
 __all__ = ["ReportError", "build_report", "build_from_csv"]
 # Above this many seconds the time axis is in minutes.
 MINUTES_FROM = 600.0
-# The figures folder belongs to the report: a rebuild deletes the files in it that it did not write.
-FIGURES_DIR = "figures"
 
 
 def build_report(suite: str, results: Path, out: Path) -> list[Path]:

@@ -23,7 +23,9 @@ from reports.frames import (CURVE_COLUMNS, DERIVED, PARTITION_COLUMNS, RUN_COLUM
 from reports.tuning import tuned_overrides
 
 RUNS_CSV, CURVES_CSV, PARTITIONS_CSV = "runs.csv", "curves.csv", "partitions.csv"
-SYNTHETIC_DIR = "figures/synthetic"
+# The figures folder belongs to the report: a rebuild deletes the files in it that it did not write.
+FIGURES_DIR = "figures"
+SYNTHETIC_DIR = f"{FIGURES_DIR}/synthetic"
 
 
 def synthetic_name(run: str) -> str:

@@ -107,8 +107,8 @@ def start_local_ray(num_cpus: int | None = None, attempts: int = 3, **init_args)
     """Start a local Ray cluster, again (up to ``attempts`` times) if it does not come up. On a machine whose
     cores are busy (a sweep on both) two startup failures were seen here: the raylet missing Ray's fixed 30 s
     to register (ray.init raises a plain Exception), and the raylet aborting ("Check failed" in
-    node_manager.cc) when its dashboard agent took longer than Ray's fixed 15 s to write its ports, as in
-    Ray issue 62883. After the second, Flower's simulation waited forever for its actors."""
+    node_manager.cc) 16 s after it started, while it waited for its dashboard agent's ports (Ray issue
+    62883 reports the same abort). After the second, Flower's simulation waited forever for its actors."""
     ray = import_ray()
     for attempt in range(1, attempts + 1):
         try:
