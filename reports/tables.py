@@ -140,15 +140,38 @@ def _accuracy_cell(stats: Stats | None, bold: bool) -> Cell:
     return Cell(stats.text(), bold=bold)
 
 
-def run_costs(suite: Suite, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Per run: seconds a round (round, client, recurring server work and each recurring named part)
-    and the one-off parts' totals, from the runs' timings; with the recurring and one-off part names.
+CPU_SECONDS = "_cpu_seconds"
+
+
+def cpu_clocked(timings: pd.DataFrame) -> set[str]:
+    """Runs with CPU seconds for every timed round (a run resumed from a checkpoint written before the CPU
+    clock existed has them for its later rounds only, and runs older than it have none)."""
+    rounds = timings[timings["metric"] == "round_seconds"].groupby("run").size()
+    cpu = timings[timings["metric"] == "round" + CPU_SECONDS].groupby("run").size()
+    return {run for run, n in rounds.items() if cpu.get(run, 0) == n}
+
+
+def on_clock(timings: pd.DataFrame, cpu_runs: set[str]) -> pd.DataFrame:
+    """Each run's timings on one clock, under the wall clock's metric names: CPU seconds for the runs in
+    ``cpu_runs``, wall seconds for the others."""
+    is_cpu = timings["metric"].str.endswith(CPU_SECONDS)
+    wanted = timings["run"].isin(cpu_runs)
+    chosen = timings[is_cpu == wanted]
+    return chosen.assign(metric=chosen["metric"].str.replace(CPU_SECONDS + "$", "_seconds", regex=True))
+
+
+def run_costs(suite: Suite, runs: pd.DataFrame, cpu_runs: set[str] = frozenset()
+              ) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Per run: seconds a round (round, client, recurring server work and each recurring named part),
+    the one-off parts' totals and the run's total, from its timings on its clock (CPU seconds for the
+    runs in ``cpu_runs``, else wall seconds); with the recurring and one-off part names.
 
     A named server part timed in a single round of a longer run (DynaFed's synthesis) is one-off: it is
     reported as its total, and taken out of the round and server means, where averaging it over the
     rounds would make a one-time cost look like a per-round one.
     """
     timings = suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
+    timings = on_clock(timings, cpu_runs)
     if timings.empty:  # runs without timed rounds: every cost but the total is "–"
         return pd.DataFrame(index=pd.Index([], name="run")), [], []
     wide = timings.pivot_table(index=["run", "round"], columns="metric", values="value", aggfunc="sum")
@@ -168,6 +191,8 @@ def run_costs(suite: Suite, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]
         per_run[part] = wide[part].groupby(level="run").mean()  # over the rounds in which it ran
     for part in one_off:
         per_run[part] = wide[part].groupby(level="run").sum(min_count=1)
+    if "round_seconds" in wide.columns:
+        per_run["run_seconds"] = wide["round_seconds"].groupby(level="run").sum(min_count=1)
     # Server work "applies" when the algorithm timed a part of it, or spent at least a millisecond a
     # round on it; otherwise it did nothing beyond averaging, and its cell reads "–", not "0.000".
     applies = (timed[parts].sum(axis=1) > 0) if parts else pd.Series(False, index=timed.index)
@@ -178,28 +203,40 @@ def run_costs(suite: Suite, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]
 
 
 def cost_table(suite: Suite, variant: str) -> Table:
-    """Wall-clock cost per cell: per-round costs apart from one-off server work."""
+    """Cost per cell: per-round costs apart from one-off server work, on the CPU clock where every run of
+    the cell has it, else on the wall clock."""
     runs = suite.included(variant)
-    per_run, recurring, one_off = run_costs(suite, runs)
-    per_round = ["round_seconds", "client_seconds", "server_seconds"] + recurring
-    header = (["Setting", "Algorithm", "n", "round s/round", "client s/round", "server s/round"]
-              + [f"{_part(p)} s/round" for p in recurring] + [f"{_part(p)} s once" for p in one_off] + ["total s"])
-    frame = runs.set_index("run").join(per_run)
     labels = setting_labels(settings_of(runs))
-    rows = []
+    timings = suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
+    clocked = cpu_clocked(timings)
+    cells = []
     for setting in setting_order(labels):
         in_setting = runs[[setting_of(r) == setting for r in runs.itertuples(index=False)]]
         for row in row_order(rows_of(in_setting)):
-            cell = frame.loc[_cell(runs, row, setting)["run"]]
-            values = [_mean_seconds(cell.get(m)) for m in per_round + one_off]
-            rows.append([Cell(labels[setting]), Cell(row_title(row)), Cell(str(len(cell)))]
-                        + [Cell(v) for v in values] + [Cell(_mean_seconds(cell["total_seconds"]))])
-    caption = ("Wall-clock seconds, mean over seeds. Per round (s/round): the whole round (evaluation included), "
-               "the clients' local training, and the algorithm's extra server work with its recurring named parts "
-               "(a part's mean over the rounds in which it ran). One-off server work (s once: a named part timed "
-               "in a single round, such as DynaFed's synthesis) is its total, and is left out of the per-round "
-               "means. total s: the whole run. –: the cost does not apply (no extra server work beyond "
-               "averaging, or a part this algorithm does not have). Timings depend on the machine and its load.")
+            members = list(_cell(runs, row, setting)["run"])
+            cells.append((setting, row, members, all(run in clocked for run in members)))
+    cpu_runs = {run for *_, members, on_cpu in cells if on_cpu for run in members}
+    per_run, recurring, one_off = run_costs(suite, runs, cpu_runs)
+    per_round = ["round_seconds", "client_seconds", "server_seconds"] + recurring
+    header = (["Setting", "Algorithm", "n", "clock", "round s/round", "client s/round", "server s/round"]
+              + [f"{_part(p)} s/round" for p in recurring] + [f"{_part(p)} s once" for p in one_off] + ["total s"])
+    frame = runs.set_index("run").join(per_run)
+    rows = []
+    for setting, row, members, on_cpu in cells:
+        cell = frame.loc[members]
+        total = cell["run_seconds"] if on_cpu else cell["total_seconds"]  # the summary's wall total needs no timings
+        values = [_mean_seconds(cell.get(m)) for m in per_round + one_off] + [_mean_seconds(total)]
+        rows.append([Cell(labels[setting]), Cell(row_title(row)), Cell(str(len(cell))), Cell("CPU" if on_cpu else "wall")]
+                    + [Cell(v) for v in values])
+    caption = ("Seconds, mean over seeds, on the CPU clock (the run process's CPU seconds, summed over its threads) "
+               "where every run of the cell recorded it, else on the wall clock. Wall seconds also count time a "
+               "run waited for a core that other processes held, or was paused; CPU seconds count only the work. "
+               "Per round (s/round): the whole round (evaluation included), the clients' local training, and the "
+               "algorithm's extra server work with its recurring named parts (a part's mean over the rounds in "
+               "which it ran). One-off server work (s once: a named part timed in a single round, such as DynaFed's "
+               "synthesis) is its total, and is left out of the per-round means. total s: the whole run. –: the "
+               "cost does not apply (no extra server work beyond averaging, or a part this algorithm does not "
+               "have). Timings depend on the machine and its load.")
     return Table("cost_table", "Cost: per round and one-off", caption, header, rows, label_columns=2,
                  empty_text="No finished runs.", notes=[provenance(suite.name, runs).line()])
 

@@ -50,10 +50,11 @@ def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed:
               has_val: bool = True, status: str = "complete", schema: int = SCHEMA, deviations=DEVIATIONS,
               artifacts=(), server_parts: dict | None = None, folder: str | None = None, drop=(),
               clients: dict | None = None, mechanism: dict | None = None, config: dict | None = None,
-              summary_extra: dict | None = None) -> Path:
+              summary_extra: dict | None = None, cpu_share: float | None = None, cpu_from: int = 1) -> Path:
     """One run folder in the documented results format; ``test_curve`` holds rounds 0..R. ``server_parts``
     are one-off server work timed in round 1 (its seconds are part of that round's server and round time);
-    ``config`` is merged into the run's config."""
+    ``config`` is merged into the run's config. ``cpu_share``: every timing from round ``cpu_from`` on has a
+    CPU-clock twin of that share of its wall seconds (as from a run resumed after the CPU clock landed)."""
     config = _merge({"algorithm": algorithm, "seed": seed, "rounds": len(test_curve) - 1,
                      "dataset": {"name": dataset}, "partition": {"scheme": "balanced_dirichlet", "alpha": alpha,
                                                                 "clients": 4, "seed": seed},
@@ -71,11 +72,13 @@ def write_run(suite_dir: Path, algorithm: str, dataset: str, alpha: float, seed:
         fh.write("round,split,metric,value\n")
         for rnd in range(1, last + 1):
             once = sum((server_parts or {}).values()) if rnd == 1 else 0.0
-            fh.write(f"{rnd},time,round_seconds,{1.0 + seed + 0.25 * rnd + once}\n{rnd},time,client_seconds,"
-                     f"{0.5 + seed}\n{rnd},time,server_seconds,{0.25 * rnd + once}\n{rnd},time,eval_seconds,0.125\n")
-            for part, seconds in (server_parts or {}).items():
-                if rnd == 1:
-                    fh.write(f"{rnd},time,server_{part}_seconds,{seconds}\n")
+            seconds = {"round": 1.0 + seed + 0.25 * rnd + once, "client": 0.5 + seed, "server": 0.25 * rnd + once,
+                       "eval": 0.125, **({f"server_{part}": s for part, s in (server_parts or {}).items()}
+                                         if rnd == 1 else {})}
+            for name, wall in seconds.items():
+                fh.write(f"{rnd},time,{name}_seconds,{wall}\n")
+                if cpu_share is not None and rnd >= cpu_from:
+                    fh.write(f"{rnd},time,{name}_cpu_seconds,{cpu_share * wall}\n")
     summary = {
         "schema": schema, "run_id": run_id, "suite": suite_dir.name, "status": status, "config": config,
         "seed": seed, "partition": {"class_counts": [[5 + seed, 0, 1], [0, 7, 2], [3, 3, 0], [1, 0, 9]],
@@ -116,9 +119,12 @@ def write_golden_results(root: Path) -> Path:
     from PIL import Image
     Image.new("L", (6, 4), color=128).save(dynafed / "dynafed_synthetic.png")
     # FMNIST 0.16: FedProx beats FedAvg by 10 points with a spread of 1: bold.
+    # Clocks: FedProx's three runs timed CPU seconds (half their wall seconds); one of FedAvg's started
+    # before the CPU clock existed and has it from round 2 only, so FedAvg's cell stays on the wall clock.
     for seed in range(3):
-        write_run(suite, "fedavg", "fmnist", 0.16, seed, [0.1, 0.4, 0.5, 0.60 + 0.01 * seed])
-        write_run(suite, "fedprox", "fmnist", 0.16, seed, [0.1, 0.4, 0.6, 0.70 + 0.01 * seed])
+        write_run(suite, "fedavg", "fmnist", 0.16, seed, [0.1, 0.4, 0.5, 0.60 + 0.01 * seed], cpu_share=0.5,
+                  cpu_from=2 if seed == 2 else 1)
+        write_run(suite, "fedprox", "fmnist", 0.16, seed, [0.1, 0.4, 0.6, 0.70 + 0.01 * seed], cpu_share=0.5)
     # FMNIST 0.04: DynaFed leads by 2 points with a spread of 7: not bold.
     for seed, final in enumerate([0.50, 0.60]):
         write_run(suite, "fedavg", "fmnist", 0.04, seed, [0.1, 0.3, 0.4, final])
@@ -256,16 +262,32 @@ def test_gain_over_fedavg_is_paired_and_beside_the_paper(built):
     assert _row(gain, "DynaFed")[1].startswith("+15.00 (n=1) / ")
 
 
+def test_cost_table_uses_cpu_seconds_only_where_every_run_of_the_cell_has_them(built):
+    cost = (built[1] / "cost_table.md").read_text()
+    rows = {}
+    for line in cost.splitlines():
+        if "α=0.16" in line:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows[cells[1]] = cells
+    # FedProx: CPU seconds, half the wall ones. Seed s's round r took 1 + s + r/4 wall seconds (r = 1..3),
+    # its clients 0.5 + s: CPU means over rounds and seeds 1.25 and 0.75, CPU total 0.5 x (4.5 + 3s) -> 3.75.
+    assert rows["FedProx"][3:6] == ["CPU", "1.25", "0.75"] and rows["FedProx"][-1] == "3.75", rows["FedProx"]
+    # FedAvg: one run lacks round 1's CPU seconds, so the whole cell is on the wall clock (total: the
+    # summaries' wall totals, 3 (1 + s) -> 6.00)
+    assert rows["FedAvg"][3:6] == ["wall", "2.50", "1.50"] and rows["FedAvg"][-1] == "6.00", rows["FedAvg"]
+    assert "where every run of the cell recorded it, else on the wall clock" in cost
+
+
 def test_cost_table_separates_one_off_work(built):
     cost = (built[1] / "cost_table.md").read_text()
     assert "| synthesis s once |" in cost
     fedavg = _row(cost, "Fashion-MNIST α=0.01")  # the setting's first row
-    assert fedavg[1] == "FedAvg" and fedavg[5] == "0.50" and fedavg[6] == "–"  # no synthesis: "–", not 0
+    assert fedavg[1] == "FedAvg" and fedavg[6] == "0.50" and fedavg[7] == "–"  # no synthesis: "–", not 0
     for line in cost.splitlines():
         if "| DynaFed |" in line and "α=0.01" in line:
             cells = [c.strip() for c in line.strip("|").split(" | ")]
             # round time without the 3 s synthesis: 1.5 on average, not 2.5; synthesis is its total
-            assert cells[3:7] == ["1.50", "0.50", "0.50", "3.00"], cells
+            assert cells[3:8] == ["wall", "1.50", "0.50", "0.50", "3.00"], cells
             break
     else:
         raise AssertionError(cost)

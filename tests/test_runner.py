@@ -164,9 +164,31 @@ def test_run_directory_contents(tiny, results_dir):
     rows = list(csv.DictReader(open(out / "rounds.csv")))
     assert {(r["split"], r["metric"]) for r in rows} >= {("test", "accuracy"), ("val", "loss"), ("train", "loss")}
     assert {r["round"] for r in rows if r["split"] == "test"} == {"0", "1", "2"}
-    times = {r["metric"] for r in csv.DictReader(open(out / "timings.csv"))}
+    timings = list(csv.DictReader(open(out / "timings.csv")))
+    times = {r["metric"] for r in timings}
     assert {"round_seconds", "client_seconds", "server_seconds", "eval_seconds"} <= times
+    # every wall timing has its CPU twin, round by round
+    wall = {(r["round"], r["metric"]) for r in timings if not r["metric"].endswith("_cpu_seconds")}
+    cpu = {(r["round"], r["metric"].replace("_cpu_seconds", "_seconds")) for r in timings
+           if r["metric"].endswith("_cpu_seconds")}
+    assert wall == cpu
+    cpu_total = sum(float(r["value"]) for r in timings if r["metric"] == "round_cpu_seconds")
+    assert summary["timing"]["total_cpu_seconds"] == pytest.approx(cpu_total) and cpu_total > 0
     assert not list((results_dir / "t").glob(".tmp-*"))
+
+
+def test_cpu_clock_does_not_count_waiting():
+    """The CPU clock measures work: a process that sleeps (as one paused, or waiting for a core) accrues wall
+    seconds only."""
+    from benchmarks.engine.clock import Stopwatch
+    watch = Stopwatch()
+    time.sleep(0.3)
+    asleep = watch.elapsed()
+    assert asleep.wall >= 0.3 and asleep.cpu < 0.1
+    watch = Stopwatch()
+    while watch.elapsed().wall < 0.3:
+        sum(range(1000))
+    assert watch.elapsed().cpu > 0.02  # busy: some of it on a core, however loaded the host
 
 
 def test_client_sampling_identical_across_algorithms(tiny, monkeypatch, tmp_path):

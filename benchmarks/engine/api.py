@@ -9,7 +9,6 @@ import contracts can hold algorithms to this one module.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from benchmarks.core.seeding import derive_seed
 from benchmarks.core.typed import ConfigError, SearchRange, setting
+from benchmarks.engine.clock import Elapsed, Stopwatch
 from benchmarks.engine.flat import FlatOptimizer, bind_flat, flat_grad, unflatten
 from benchmarks.engine.registry import algorithm_names, get_algorithm, register
 from benchmarks.engine.settings import ClientConfig
@@ -138,7 +138,7 @@ class ServerContext:
     class_names: tuple[str, ...] = ()
     # Labelled training images no client, validation or proxy split holds (None when there are none).
     reserve: Reserve | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, Elapsed] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
     # Where a long server step says how far it is (the runner shows it beside the round bar); never results.
     show_status: Callable[[str], None] = field(default=lambda text: None, repr=False)
@@ -166,12 +166,13 @@ class ServerContext:
 
     @contextlib.contextmanager
     def timed(self, part: str) -> Iterator[None]:
-        """Time a named part of the server's extra work; it is logged as ``server_<part>_seconds``."""
-        start = time.perf_counter()
+        """Time a named part of the server's extra work; it is logged as ``server_<part>_seconds`` (wall)
+        and ``server_<part>_cpu_seconds``."""
+        watch = Stopwatch()
         try:
             yield
         finally:
-            self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
+            self.timings[part] = self.timings.get(part, Elapsed()) + watch.elapsed()
 
     def log(self, metric: str, value: float) -> None:
         """Record a deterministic server diagnostic for this round (``split=server`` in rounds.csv)."""

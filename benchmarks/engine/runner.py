@@ -15,7 +15,6 @@ import copy
 import math
 from dataclasses import replace
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 
 from benchmarks.core.seeding import derive_seed
 from benchmarks.engine.api import ServerContext, evaluate
+from benchmarks.engine.clock import Elapsed, Stopwatch
 from benchmarks.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_sampler, sampler_state,
                                    save_checkpoint)
 from benchmarks.engine.executors import make_executor
@@ -161,7 +161,8 @@ class RoundLoop:
         self.data_extended = not self.algorithm.extends_client_data
         self.sampler = np.random.default_rng(derive_seed(cfg.seed, "client-sampling"))
         self.history: dict[int, dict[str, float]] = {}
-        self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0}
+        self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0, "round_cpu": 0.0,
+                       "client_cpu": 0.0}
         self.rounds_done = 0
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -199,8 +200,8 @@ class RoundLoop:
         self.data_extended = True
 
     # ---- rounds -------------------------------------------------------------------------------
-    def evaluate_round(self, rnd: int) -> float:
-        start = time.perf_counter()
+    def evaluate_round(self, rnd: int) -> Elapsed:
+        watch = Stopwatch()
         for split, data in (("val", self.fed.val), ("test", self.fed.test)):
             if data is None or len(data) == 0:
                 continue
@@ -209,7 +210,7 @@ class RoundLoop:
             self.history[rnd][f"{split}_loss"] = loss
             self.out.add(rnd, split, "accuracy", acc)
             self.out.add(rnd, split, "loss", loss)
-        seconds = time.perf_counter() - start
+        seconds = watch.elapsed()
         if self.on_eval is not None:
             self.on_eval(rnd, {k: v for k, v in self.history.get(rnd, {}).items() if k.startswith("val_")})
         return seconds
@@ -234,24 +235,24 @@ class RoundLoop:
 
     def one_round(self, rnd: int, bar) -> dict | None:
         cfg, out, server, algorithm = self.cfg, self.out, self.server, self.algorithm
-        round_start = time.perf_counter()
-        hook_start = time.perf_counter()
+        round_watch = Stopwatch()
+        hook_watch = Stopwatch()
         # Extending the clients' data is one-off work, timed as this round's server time.
         clients = open_round(rnd, cfg, server, algorithm, self.sampler, self.global_model, self.global_flat,
                              one_off=None if self.data_extended else self.extend_client_data)
-        server_seconds = time.perf_counter() - hook_start
+        server_time = hook_watch.elapsed()
 
-        client_start = time.perf_counter()
+        client_watch = Stopwatch()
         client_config = algorithm.client_config(rnd)
         updates = self.executor.train_round(rnd, clients, self.global_flat, algorithm, client_config)
-        client_seconds = time.perf_counter() - client_start
+        client_time = client_watch.elapsed()
         drift = client_drift(self.global_flat, updates)
 
         with torch.no_grad():
             self.global_flat.copy_(algorithm.aggregate(rnd, self.global_flat, updates))
-        hook_start = time.perf_counter()
+        hook_watch = Stopwatch()
         algorithm.after_aggregate(rnd, self.global_model, self.global_flat, updates)
-        server_seconds += time.perf_counter() - hook_start
+        server_time += hook_watch.elapsed()
 
         train = round_train_metrics(updates, drift)
         for metric, value in train.items():
@@ -263,24 +264,27 @@ class RoundLoop:
         diverged = None
         if not (math.isfinite(train_loss) and bool(torch.isfinite(self.global_flat).all())):
             diverged = {"round": rnd, "reason": "non-finite training loss or global weights"}
-        eval_seconds = 0.0
+        eval_time = Elapsed()
         if diverged is None and (rnd % cfg.eval_every == 0 or rnd == cfg.rounds):
-            eval_seconds = self.evaluate_round(rnd)
-        round_seconds = time.perf_counter() - round_start
-        out.add_time(rnd, "round_seconds", round_seconds)
-        out.add_time(rnd, "client_seconds", client_seconds)
-        out.add_time(rnd, "server_seconds", server_seconds)
-        out.add_time(rnd, "eval_seconds", eval_seconds)
-        for part, seconds in sorted(server.timings.items()):
-            out.add_time(rnd, f"server_{part}_seconds", seconds)
-        self.totals["round"] += round_seconds
-        self.totals["client"] += client_seconds
-        self.totals["server"] += server_seconds
+            eval_time = self.evaluate_round(rnd)
+        round_time = round_watch.elapsed()
+        parts = [(f"server_{part}", elapsed) for part, elapsed in sorted(server.timings.items())]
+        for name, elapsed in [("round", round_time), ("client", client_time), ("server", server_time),
+                              ("eval", eval_time)] + parts:
+            out.add_time(rnd, f"{name}_seconds", elapsed.wall)
+            out.add_time(rnd, f"{name}_cpu_seconds", elapsed.cpu)
+        self.totals["round"] += round_time.wall
+        self.totals["client"] += client_time.wall
+        self.totals["server"] += server_time.wall
         self.totals["samples"] += samples
+        # A run resumed from a checkpoint written before the CPU clock existed has no CPU total.
+        for name, elapsed in (("round_cpu", round_time), ("client_cpu", client_time)):
+            if name in self.totals:
+                self.totals[name] += elapsed.cpu
         if bar is not None:
             last = self.history.get(rnd, {}).get("test_accuracy")
-            bar.set_postfix_str(f"acc={last:.4f} s/round={round_seconds:.2f}" if last is not None
-                                else f"s/round={round_seconds:.2f}")
+            bar.set_postfix_str(f"acc={last:.4f} s/round={round_time.wall:.2f}" if last is not None
+                                else f"s/round={round_time.wall:.2f}")
             bar.update(1)
         return diverged
 
@@ -309,6 +313,10 @@ def _summary(history: dict, totals: dict, rounds_done: int, diverged) -> dict:
             "mean_client_seconds": totals["client"] / rounds_done,
             "mean_server_seconds": totals["server"] / rounds_done,
             "client_samples_per_second": totals["samples"] / max(totals["client"], 1e-9),
+            # CPU seconds: absent for a run resumed from a checkpoint older than the CPU clock
+            **({"total_cpu_seconds": totals["round_cpu"], "mean_round_cpu_seconds": totals["round_cpu"] / rounds_done,
+                "client_samples_per_cpu_second": totals["samples"] / max(totals["client_cpu"], 1e-9)}
+               if "round_cpu" in totals else {}),
         },
     }
 

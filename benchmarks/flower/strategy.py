@@ -14,7 +14,7 @@ sees the initial model, and Flower's own round loop runs. ``evaluate_validation`
 ``evaluate_fn`` on the validation split. Deviations from the runner: no federated evaluation
 (``configure_evaluate`` sends nothing: hetbench evaluates on the server), no checkpoints or resume,
 no divergence stop, no run folder (call ``algorithm.write_artifacts`` yourself); the round's training
-and server diagnostics (``train.*``, ``server.*``) and the seconds of each timed part of the server's
+and server diagnostics (``train.*``, ``server.*``) and the wall seconds of each timed part of the server's
 work (``time.server_<part>_seconds``) come back as Flower train metrics instead of rounds.csv and
 timings.csv rows. A client that fails fails the run: hetbench's protocol has no partial rounds.
 """
@@ -130,7 +130,7 @@ class AlgorithmStrategy(Strategy):
         metrics = MetricRecord({
             **{f"train.{metric}": value for metric, value in round_train_metrics(updates, drift).items()},
             **{f"server.{metric}": value for metric, value in sorted(self.server.diagnostics.items())},
-            **{f"time.server_{part}_seconds": value for part, value in sorted(self.server.timings.items())},
+            **{f"time.server_{part}_seconds": elapsed.wall for part, elapsed in sorted(self.server.timings.items())},
         })
         return records.params_record(self.global_model, self.global_flat), metrics
 
