@@ -143,12 +143,15 @@ def _accuracy_cell(stats: Stats | None, bold: bool) -> Cell:
 CPU_SECONDS = "_cpu_seconds"
 
 
-def cpu_clocked(timings: pd.DataFrame) -> set[str]:
-    """Runs with CPU seconds for every timed round (a run resumed from a checkpoint written before the CPU
-    clock existed has them for its later rounds only, and runs older than it have none)."""
+def cpu_clocked(timings: pd.DataFrame, runs: pd.DataFrame) -> set[str]:
+    """CPU-device runs with CPU seconds for every timed round (a run resumed from a checkpoint written
+    before the CPU clock existed has them for its later rounds only, and runs older than it have none).
+    On a GPU the process's CPU seconds leave out the device's work, so those runs keep the wall clock."""
     rounds = timings[timings["metric"] == "round_seconds"].groupby("run").size()
     cpu = timings[timings["metric"] == "round" + CPU_SECONDS].groupby("run").size()
-    return {run for run, n in rounds.items() if cpu.get(run, 0) == n}
+    device = runs.set_index("run").get("config.device", pd.Series(dtype=object))
+    on_cpu = {run for run in rounds.index if device.get(run) in ("cpu", "", None) or pd.isna(device.get(run))}
+    return {run for run, n in rounds.items() if cpu.get(run, 0) == n and run in on_cpu}
 
 
 def on_clock(timings: pd.DataFrame, cpu_runs: set[str]) -> pd.DataFrame:
@@ -179,7 +182,7 @@ def run_costs(suite: Suite, runs: pd.DataFrame, cpu_runs: set[str] = frozenset()
                    and m != "server_seconds")
     timed = wide.notna().groupby(level="run").sum()
     rounds = wide.groupby(level="run").size()
-    one_off = [p for p in parts if all(timed.loc[r, p] == 1 and rounds[r] > 1 for r in timed.index if timed.loc[r, p])]
+    one_off = [p for p in parts if is_one_off(timed[p], rounds)]
     recurring = [p for p in parts if p not in one_off]
     once = wide[one_off].fillna(0.0).sum(axis=1) if one_off else pd.Series(0.0, index=wide.index)
     per_run = pd.DataFrame(index=timed.index)
@@ -202,13 +205,21 @@ def run_costs(suite: Suite, runs: pd.DataFrame, cpu_runs: set[str] = frozenset()
     return per_run, recurring, one_off
 
 
+def is_one_off(rounds_timed: pd.Series, rounds: pd.Series) -> bool:
+    """Whether most runs that timed a part timed it in a single round of several: one-off work. Most, not
+    all: a run resumed from a checkpoint redoes (and times) one-off work such as ReGL's generation."""
+    timed = rounds_timed[rounds_timed > 0]
+    once = [run for run, n in timed.items() if n == 1 and rounds[run] > 1]
+    return 2 * len(once) > len(timed)
+
+
 def cost_table(suite: Suite, variant: str) -> Table:
     """Cost per cell: per-round costs apart from one-off server work, on the CPU clock where every run of
     the cell has it, else on the wall clock."""
     runs = suite.included(variant)
     labels = setting_labels(settings_of(runs))
     timings = suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
-    clocked = cpu_clocked(timings)
+    clocked = cpu_clocked(timings, runs)
     cells = []
     for setting in setting_order(labels):
         in_setting = runs[[setting_of(r) == setting for r in runs.itertuples(index=False)]]
@@ -229,8 +240,9 @@ def cost_table(suite: Suite, variant: str) -> Table:
         rows.append([Cell(labels[setting]), Cell(row_title(row)), Cell(str(len(cell))), Cell("CPU" if on_cpu else "wall")]
                     + [Cell(v) for v in values])
     caption = ("Seconds, mean over seeds, on the CPU clock (the run process's CPU seconds, summed over its threads) "
-               "where every run of the cell recorded it, else on the wall clock. Wall seconds also count time a "
-               "run waited for a core that other processes held, or was paused; CPU seconds count only the work. "
+               "where every run of the cell ran on a CPU and recorded it, else on the wall clock (column clock). "
+               "Wall seconds also count time a run waited for a core that other processes held, or was paused; "
+               "CPU seconds count only the work, so compare rows on the same clock. "
                "Per round (s/round): the whole round (evaluation included), the clients' local training, and the "
                "algorithm's extra server work with its recurring named parts (a part's mean over the rounds in "
                "which it ran). One-off server work (s once: a named part timed in a single round, such as DynaFed's "

@@ -23,6 +23,7 @@ import pytest
 from benchmarks.store.schema import SCHEMA
 from reports import build_from_csv, build_report
 from reports.__main__ import main as reports_main
+from reports.tables import cpu_clocked, is_one_off
 from reports.figures import Panel, Series, line_style, line_width, round_ticks
 from reports.tables import Stats, winner
 
@@ -275,7 +276,22 @@ def test_cost_table_uses_cpu_seconds_only_where_every_run_of_the_cell_has_them(b
     # FedAvg: one run lacks round 1's CPU seconds, so the whole cell is on the wall clock (total: the
     # summaries' wall totals, 3 (1 + s) -> 6.00)
     assert rows["FedAvg"][3:6] == ["wall", "2.50", "1.50"] and rows["FedAvg"][-1] == "6.00", rows["FedAvg"]
-    assert "where every run of the cell recorded it, else on the wall clock" in cost
+    assert "where every run of the cell ran on a CPU and recorded it, else on the wall clock" in cost
+
+
+def test_cpu_clock_only_for_runs_on_a_cpu():
+    # a GPU run's process CPU seconds leave out the device's work: it stays on the wall clock
+    timings = pd.DataFrame({"run": ["on_cpu", "on_cpu", "on_gpu", "on_gpu"], "round": 1, "split": "time",
+                            "metric": ["round_seconds", "round_cpu_seconds"] * 2, "value": 1.0})
+    runs = pd.DataFrame({"run": ["on_cpu", "on_gpu"], "config.device": ["cpu", "cuda"]})
+    assert cpu_clocked(timings, runs) == {"on_cpu"}
+
+
+def test_a_resumed_run_that_redid_one_off_work_keeps_it_one_off():
+    rounds = pd.Series({"a": 30, "b": 30, "c": 30})
+    assert is_one_off(pd.Series({"a": 1, "b": 1, "c": 2}), rounds)  # c resumed and regenerated once more
+    assert not is_one_off(pd.Series({"a": 6, "b": 6, "c": 6}), rounds)  # every 5 rounds: recurring
+    assert not is_one_off(pd.Series({"a": 1, "b": 0, "c": 0}), pd.Series({"a": 1, "b": 1, "c": 1}))
 
 
 def test_cost_table_separates_one_off_work(built):

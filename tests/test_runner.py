@@ -390,3 +390,27 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(tiny, results_dir)
     assert (resumed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
     assert json.loads((resumed / "summary.json").read_text())["execution"]["threads"] == 2
     torch.set_num_threads(1)
+
+
+def test_a_run_resumed_from_a_checkpoint_without_cpu_totals_reports_no_cpu_total(tiny, results_dir):
+    """A checkpoint written before the CPU clock existed holds wall totals only: the resumed run must not
+    report a CPU total that covers only its resumed rounds, while those rounds still get their CPU rows."""
+    class Stop(Exception):
+        pass
+
+    def stop(rnd, metrics):
+        if rnd == 2:
+            raise Stop
+
+    cfg = config_from_dict(tiny(rounds=4, checkpoint_every=1))
+    with pytest.raises(Stop):
+        run(cfg, suite="old", on_eval=stop, progress=False)
+    (checkpoint,) = (results_dir / "old").glob(".tmp-*/checkpoint.pt")
+    state = torch.load(checkpoint, weights_only=True)
+    state["totals"] = {k: v for k, v in state["totals"].items() if not k.endswith("_cpu")}
+    torch.save(state, checkpoint)
+    resumed = run(cfg, suite="old", progress=False)
+    timing = json.loads((resumed / "summary.json").read_text())["timing"]
+    assert "total_seconds" in timing and "total_cpu_seconds" not in timing
+    rows = list(csv.DictReader(open(resumed / "timings.csv")))
+    assert {r["round"] for r in rows if r["metric"] == "round_cpu_seconds"} >= {"3", "4"}

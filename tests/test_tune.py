@@ -239,6 +239,8 @@ def test_diverged_trials_fail_with_their_reason_and_leave_no_best(probe, tmp_pat
 def test_base_config_forces_validation_only_runs(tmp_path):
     data = base_config(request(tmp_path))
     assert data["eval_test"] is False and data["algorithm"] == "fedprox" and data["rounds"] == 2
+    assert data["eval_every"] == 1  # the pruner sees every round, whatever the base suite evaluates
+    assert base_config(request(tmp_path, overrides=("eval_every=2",)))["eval_every"] == 2
     assert data["partition"]["alpha"] == 0.1 and data["dataset"]["name"] == "synthetic"
     with pytest.raises(ConfigError, match="never reads the test set"):
         base_config(request(tmp_path, overrides=("eval_test=true",)))

@@ -3,7 +3,7 @@
 Per round: the algorithm's ``before_round`` hook -> seeded client sampling -> ``client_config`` ->
 local training by the executor (``init_client_state``, ``local_loss``, ``finish_client`` per client)
 -> ``aggregate`` -> ``after_aggregate`` -> evaluation on the validation split and the test set. Client sampling has its own random stream, so for a given seed every algorithm sees the same
-clients in the same rounds. Deterministic numbers go to rounds.csv, wall-clock to timings.csv.
+clients in the same rounds. Deterministic numbers go to rounds.csv, wall and CPU seconds to timings.csv.
 A run checkpoints every ``checkpoint_every`` rounds and resumes from its last checkpoint when started
 again after an interruption.
 """

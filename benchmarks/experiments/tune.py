@@ -145,8 +145,9 @@ def _suggest(trial: optuna.Trial, key: str, dist: BaseDistribution):
 
 
 def base_config(req: StudyRequest) -> dict:
-    """The ``[base]`` of the suite with the study's algorithm, dataset, alpha and rounds, the test set off,
-    then ``--set``; validated here so a bad request fails before any trial."""
+    """The ``[base]`` of the suite with the study's algorithm, dataset, alpha and rounds, the test set off
+    and validation scored every round, then ``--set``; validated here so a bad request fails before any
+    trial."""
     data = apply_overrides(read_toml(suite_path(req.base)).get("base", {}), [])
     data["algorithm"] = req.algorithm
     set_dotted(data, "dataset.name", req.dataset)
@@ -154,6 +155,9 @@ def base_config(req: StudyRequest) -> dict:
     if req.rounds is not None:
         data["rounds"] = req.rounds
     data["eval_test"] = False
+    # Validation alone costs little, so trials score it every round: the pruner then sees every round,
+    # even on a base suite that evaluates only at its end (quick scores the test set at round 10 only).
+    data["eval_every"] = 1
     data = apply_overrides(data, list(req.overrides))
     cfg = config_from_dict(data)
     if cfg.eval_test:

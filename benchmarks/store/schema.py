@@ -3,7 +3,7 @@
 A run folder ``<root>/<suite>/<run_id>/`` holds:
 - ``config.json``: the experiment settings (the hashed part of the config);
 - ``rounds.csv``: long format ``round,split,metric,value``, deterministic numbers only;
-- ``timings.csv``: the same format, wall-clock seconds (split ``time``);
+- ``timings.csv``: the same format, wall and CPU seconds (split ``time``);
 - ``summary.json``: schema version, config, execution settings and the executor used, algorithm and
   dataset titles, versions and hardware, partition statistics, final and best-validation accuracy.
 The runner writes through :class:`benchmarks.store.rundir.RunDirectory`; the sweep, the tuner and
