@@ -149,9 +149,8 @@ def cpu_clocked(timings: pd.DataFrame, runs: pd.DataFrame) -> set[str]:
     On a GPU the process's CPU seconds leave out the device's work, so those runs keep the wall clock."""
     rounds = timings[timings["metric"] == "round_seconds"].groupby("run").size()
     cpu = timings[timings["metric"] == "round" + CPU_SECONDS].groupby("run").size()
-    device = runs.set_index("run").get("config.device", pd.Series(dtype=object))
-    on_cpu = {run for run in rounds.index if device.get(run) in ("cpu", "", None) or pd.isna(device.get(run))}
-    return {run for run, n in rounds.items() if cpu.get(run, 0) == n and run in on_cpu}
+    device = runs.set_index("run").get("config.device", pd.Series(dtype=object)).replace("", None).fillna("cpu")
+    return {run for run, n in rounds.items() if cpu.get(run, 0) == n and device.get(run, "cpu") == "cpu"}
 
 
 def on_clock(timings: pd.DataFrame, cpu_runs: set[str]) -> pd.DataFrame:
@@ -161,6 +160,11 @@ def on_clock(timings: pd.DataFrame, cpu_runs: set[str]) -> pd.DataFrame:
     wanted = timings["run"].isin(cpu_runs)
     chosen = timings[is_cpu == wanted]
     return chosen.assign(metric=chosen["metric"].str.replace(CPU_SECONDS + "$", "_seconds", regex=True))
+
+
+def time_rows(suite: Suite, runs: pd.DataFrame) -> pd.DataFrame:
+    """The timings.csv rows of ``runs``."""
+    return suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
 
 
 def run_costs(suite: Suite, runs: pd.DataFrame, cpu_runs: set[str] = frozenset()
@@ -173,8 +177,7 @@ def run_costs(suite: Suite, runs: pd.DataFrame, cpu_runs: set[str] = frozenset()
     reported as its total, and taken out of the round and server means, where averaging it over the
     rounds would make a one-time cost look like a per-round one.
     """
-    timings = suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
-    timings = on_clock(timings, cpu_runs)
+    timings = on_clock(time_rows(suite, runs), cpu_runs)
     if timings.empty:  # runs without timed rounds: every cost but the total is "–"
         return pd.DataFrame(index=pd.Index([], name="run")), [], []
     wide = timings.pivot_table(index=["run", "round"], columns="metric", values="value", aggfunc="sum")
@@ -218,8 +221,7 @@ def cost_table(suite: Suite, variant: str) -> Table:
     the cell has it, else on the wall clock."""
     runs = suite.included(variant)
     labels = setting_labels(settings_of(runs))
-    timings = suite.curves[(suite.curves["split"] == "time") & suite.curves["run"].isin(runs["run"])]
-    clocked = cpu_clocked(timings, runs)
+    clocked = cpu_clocked(time_rows(suite, runs), runs)
     cells = []
     for setting in setting_order(labels):
         in_setting = runs[[setting_of(r) == setting for r in runs.itertuples(index=False)]]
