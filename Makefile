@@ -10,7 +10,7 @@ SUITE ?= quick
 # `make paper DEVICE=cuda` runs the paper suite on a GPU (the vectorised executor is picked there).
 DEVICE ?= cpu
 
-.PHONY: setup data test bench cpu paper perf report tune clean-results
+.PHONY: setup data test bench cpu paper perf gpu-bundle report tune clean-results
 
 setup: $(STAMP) data
 
@@ -48,6 +48,11 @@ bench: setup
 
 perf: setup
 	$(PY) -m benchmarks perf --compare-jobs
+
+# The GPU check's luggage (issue G): Fashion-MNIST and this checkout's revision in .gpu/ (git-ignored), the
+# size of what the device tool would send, and the one command to run there (README: "The GPU check").
+gpu-bundle: setup
+	$(PY) -m benchmarks perf --gpu-bundle .gpu
 
 # The paper grid at CPU cost with the paper's per-client regime (suite cpu_regime, ~4.3 h per seed on 2
 # idle cores by its estimate) and the full paper setting. Both resume: rerun the same command after an

@@ -414,3 +414,48 @@ def test_a_run_resumed_from_a_checkpoint_without_cpu_totals_reports_no_cpu_total
     assert "total_seconds" in timing and "total_cpu_seconds" not in timing
     rows = list(csv.DictReader(open(resumed / "timings.csv")))
     assert {r["round"] for r in rows if r["metric"] == "round_cpu_seconds"} >= {"3", "4"}
+
+
+def test_a_run_past_its_deadline_stops_after_a_whole_round_and_resumes_byte_identical(tiny, results_dir):
+    """The GPU check's time budget: a deadline already passed stops the run after round 1 with that round's
+    rows written and a checkpoint; the same call without a deadline resumes it to a straight run's bytes."""
+    from benchmarks.engine.runner import RunStopped
+
+    straight = run(config_from_dict(tiny(rounds=3)), suite="straight", progress=False)
+    cfg = config_from_dict(tiny(rounds=3))
+    with pytest.raises(RunStopped) as stopped:
+        run(cfg, suite="stopped", progress=False, deadline=time.monotonic() - 1)
+    assert (stopped.value.rounds_done, stopped.value.rounds) == (1, 3)
+    assert stopped.value.run_dir.name.startswith(".tmp-") and (stopped.value.run_dir / "checkpoint.pt").is_file()
+    rows = list(csv.DictReader(open(stopped.value.run_dir / "rounds.csv")))
+    assert {r["round"] for r in rows} == {"0", "1"}
+    resumed = run(cfg, suite="stopped", progress=False)
+    assert (resumed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
+
+
+def test_a_deadline_without_checkpoints_leaves_rows_but_no_checkpoint(tiny, results_dir):
+    from benchmarks.engine.runner import RunStopped
+
+    with pytest.raises(RunStopped) as stopped:
+        run(config_from_dict(tiny(rounds=3, checkpoint_every=0)), suite="s", progress=False,
+            deadline=time.monotonic() - 1)
+    assert not (stopped.value.run_dir / "checkpoint.pt").exists()
+    assert {r["round"] for r in csv.DictReader(open(stopped.value.run_dir / "timings.csv"))} == {"1"}
+
+
+def test_a_deadline_in_the_future_changes_nothing(tiny, results_dir):
+    straight = run(config_from_dict(tiny(rounds=2)), suite="a", progress=False)
+    timed = run(config_from_dict(tiny(rounds=2)), suite="b", progress=False, deadline=time.monotonic() + 3600)
+    assert (timed / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()
+
+
+def test_checkpoint_tensors_go_back_to_the_run_device():
+    """Checkpoints load onto the CPU; a CUDA run's client and server stores must move back (checked with the
+    meta device, which any machine has)."""
+    from benchmarks.engine.checkpoint import tensors_to
+
+    state = {"optimizer": {3: {"exp_avg": torch.zeros(2), "step": 4}}, "algorithm": [torch.ones(1), (torch.ones(1), "x")]}
+    moved = tensors_to(state, torch.device("meta"))
+    assert moved["optimizer"][3]["exp_avg"].device.type == "meta" and moved["optimizer"][3]["step"] == 4
+    assert moved["algorithm"][0].is_meta and moved["algorithm"][1][0].is_meta and moved["algorithm"][1][1] == "x"
+    assert isinstance(moved["algorithm"][1], tuple)

@@ -214,6 +214,17 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
     return rows
 
 
+def source_files(name: str, data_dir: str | Path | None = None) -> tuple[Path, ...]:
+    """The files `name` would be loaded from here (to copy them to another machine); DatasetError when
+    there are none, saying how to get them."""
+    _check_name(name)
+    data_dir = _resolve_dir(data_dir)
+    source = _find_source(name, data_dir) if name != "synthetic" else None
+    if source is None:
+        raise DatasetError(f"dataset.name: {name} has no files here; {_how_to_get(name, data_dir)}")
+    return tuple(source.files)
+
+
 def make_synthetic(n_train: int = 1200, n_test: int = 400, num_classes: int = 10,
                    shape: tuple[int, int, int] = (1, 16, 16), seed: int = 0) -> Dataset:
     """A tiny learnable dataset: each class is a blocky random pattern, each image that pattern plus noise.

@@ -47,6 +47,18 @@ def load_checkpoint(path: Path, run_hash: str) -> dict:
     return state
 
 
+def tensors_to(obj, device: torch.device):
+    """``obj`` with every tensor inside its dicts, lists and tuples moved to ``device``: checkpoints load onto
+    the CPU, and a CUDA run's client stores must go back to the GPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {key: tensors_to(value, device) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(tensors_to(value, device) for value in obj)
+    return obj
+
+
 def sampler_state(rng) -> dict:
     """numpy Generator state as plain ints and strings (weights_only-loadable)."""
     state = rng.bit_generator.state

@@ -5,7 +5,8 @@ local training by the executor (``init_client_state``, ``local_loss``, ``finish_
 -> ``aggregate`` -> ``after_aggregate`` -> evaluation on the validation split and the test set. Client sampling has its own random stream, so for a given seed every algorithm sees the same
 clients in the same rounds. Deterministic numbers go to rounds.csv, wall and CPU seconds to timings.csv.
 A run checkpoints every ``checkpoint_every`` rounds and resumes from its last checkpoint when started
-again after an interruption.
+again after an interruption. A caller with a time limit (the GPU check) gives ``run`` a deadline: the run
+stops after the first whole round that ends past it, checkpointed, and raises ``RunStopped``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import copy
 import math
 from dataclasses import replace
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from benchmarks.core.seeding import derive_seed
 from benchmarks.engine.api import ServerContext, evaluate
 from benchmarks.engine.clock import Elapsed, Stopwatch
 from benchmarks.engine.checkpoint import (CHECKPOINT_NAME, load_checkpoint, restore_sampler, sampler_state,
-                                   save_checkpoint)
+                                          save_checkpoint, tensors_to)
 from benchmarks.engine.executors import make_executor
 from benchmarks.engine.extra_data import reserve_of, with_extra_data
 from benchmarks.engine.federation import build_federation
@@ -80,12 +82,23 @@ def mechanism_summary(rows, algorithm) -> dict:
     return {"series": stats, **algorithm.mechanism(series)}
 
 
+class RunStopped(Exception):
+    """A run reached its deadline before its last round. It stopped after a whole round: ``run_dir`` (the
+    unfinished folder) holds rounds.csv and timings.csv up to ``rounds_done`` and, unless checkpoints are
+    off (``checkpoint_every = 0``), a checkpoint there from which the same call without a deadline resumes."""
+
+    def __init__(self, run_dir: Path, rounds_done: int, rounds: int):
+        super().__init__(f"stopped at its deadline after {rounds_done} of {rounds} rounds ({run_dir})")
+        self.run_dir, self.rounds_done, self.rounds = run_dir, rounds_done, rounds
+
+
 def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = None, data_dir=None,
-        progress: bool = True, on_eval=None) -> Path:
+        progress: bool = True, on_eval=None, deadline: float | None = None) -> Path:
     """Run ``cfg`` unless its result already exists; return the run directory.
 
     ``on_eval(rnd, metrics)`` is called after every evaluated round with that round's validation metrics
-    only (tuners must never see the test set); an exception it raises abandons the run.
+    only (tuners must never see the test set); an exception it raises abandons the run. ``deadline``, a
+    ``time.monotonic()`` instant, stops the run after the first round that ends past it (``RunStopped``).
     """
     out = RunDirectory(results_root(results), suite, cfg.run_id())
     if out.is_complete():
@@ -103,6 +116,7 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     device = torch.device(cfg.device)
     fed = build_federation(cfg.dataset, cfg.partition, device, data_dir, eval_test=cfg.eval_test)
     loop = RoundLoop(cfg, fed, device, out, progress, on_eval)
+    loop.deadline = deadline
     out.open(cfg.experiment_dict(), resume_bytes=saved["csv_bytes"] if saved else None)
     try:
         summary = loop.resume(saved) if saved else loop.start()
@@ -164,6 +178,7 @@ class RoundLoop:
         self.totals = {"round": 0.0, "client": 0.0, "server": 0.0, "samples": 0.0, "round_cpu": 0.0,
                        "client_cpu": 0.0}
         self.rounds_done = 0
+        self.deadline: float | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> dict:
@@ -174,9 +189,9 @@ class RoundLoop:
     def resume(self, saved: dict) -> dict:
         with torch.no_grad():
             self.global_flat.copy_(saved["global_flat"])
-        self.executor.client_states = saved["client_states"]
+        self.executor.client_states = tensors_to(saved["client_states"], self.global_flat.device)
         self.executor.restore_fallback(saved["executor_fallback"])
-        self.algorithm.load_server_state(saved["algorithm"])
+        self.algorithm.load_server_state(tensors_to(saved["algorithm"], self.global_flat.device))
         restore_sampler(self.sampler, saved["sampler"])
         self.history = saved["history"]
         self.totals = saved["totals"]
@@ -229,6 +244,14 @@ class RoundLoop:
             every = cfg.execution.checkpoint_every
             if every and rnd % every == 0 and rnd < cfg.rounds:
                 self.checkpoint()
+            if self.deadline is not None and rnd < cfg.rounds and time.monotonic() >= self.deadline:
+                if bar is not None:
+                    bar.close()
+                if every:
+                    self.checkpoint()
+                else:
+                    self.out.flush()
+                raise RunStopped(self.out.tmp, rnd, cfg.rounds)
         if bar is not None:
             bar.close()
         return _summary(self.history, self.totals, self.rounds_done, diverged)

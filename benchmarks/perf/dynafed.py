@@ -65,15 +65,15 @@ def _rss_mb(field: str) -> float:
 
 
 def measure(width: int, num_classes: int, ipc: int, iterations: int, syn_steps: int,
-            device: torch.device, snapshots: int = 25) -> dict:
+            device: torch.device, snapshots: int = 25, shape: tuple[int, int, int] = SHAPE) -> dict:
     """Time ``iterations`` outer iterations after one warm-up; peak memory covers both."""
     hp = DynaFedParams(ipc=ipc, syn_steps=syn_steps, trajectory_length=snapshots)
     gen = torch.Generator(device=device).manual_seed(0)
-    model = ConvNet(SHAPE, num_classes, width=width, depth=3).to(device)
+    model = ConvNet(shape, num_classes, width=width, depth=3).to(device)
     flat = bind_flat(model)
     noise = torch.randn((snapshots, len(flat)), generator=gen, device=device)
     trajectory = flat.detach() + 0.01 * noise.cumsum(0)
-    syn = SyntheticSet.initial(num_classes, ipc, SHAPE, hp.syn_lr_init, hp.label_init, gen, device)
+    syn = SyntheticSet.initial(num_classes, ipc, shape, hp.syn_lr_init, hp.label_init, gen, device)
     matcher = TrajectoryMatcher(model, trajectory, syn, hp, gen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

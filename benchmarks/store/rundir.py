@@ -44,15 +44,19 @@ def results_root(explicit: str | Path | None = None) -> Path:
 
 @lru_cache(maxsize=1)
 def git_revision() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes); where there is no git repository (a
+    copy of the tree sent to a GPU machine), ``$HETBENCH_GIT_REVISION`` as the copy's sender wrote it."""
+    fallback = os.environ.get("HETBENCH_GIT_REVISION", "").strip() or "unknown"
     try:
         head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=10)
-        rev = head.stdout.strip() if head.returncode == 0 else ""
+        if head.returncode != 0:
+            return fallback
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (rev or "unknown") + ("-dirty" if dirty else "")
+        return fallback
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 class RunDirectory:

@@ -1,9 +1,10 @@
 """Measure speed: rounds per executor vs plain training, threads, parallel jobs, DynaFed synthesis,
-training-step options (channels_last, bf16, torch.compile)."""
+training-step options (channels_last, bf16, torch.compile); the one-shot GPU check and its bundle."""
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,10 +42,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="portability: kernel sets to compare with the machine's own (default, avx2, ...)")
     parser.add_argument("--seeds", default="1,2", help="portability: seeds besides 0 for the spread")
     parser.add_argument("--algorithms", default=None, help="portability: algorithms (default: the suite's)")
+    parser.add_argument("--gpu-check", metavar="OUT", default=None,
+                        help="the GPU check (issue G): executors and the paper-setting FedAvg/DynaFed runs, written "
+                             "to the folder OUT; see benchmarks/perf/gpu_check.py")
+    parser.add_argument("--gpu-scale", default="full", choices=("full", "tiny"),
+                        help="GPU check: the issue's setting, or a tiny one that rehearses it on any device")
+    parser.add_argument("--budget-seconds", type=float, default=420.0,
+                        help="GPU check: time for the whole check; the paper runs get as many rounds as fit")
+    parser.add_argument("--device", default=None, help="GPU check: cpu, cuda, cuda:N (default: cuda if available)")
+    parser.add_argument("--gpu-bundle", metavar="DIR", default=None,
+                        help="fill DIR (git-ignored, e.g. .gpu) with what the GPU machine lacks (Fashion-MNIST, the "
+                             "git revision), check what travels fits, and print the device command")
     parser.add_argument("--data-dir", help="data directory (default: $HETBENCH_DATA or data/)")
 
 
 def run(args) -> int:
+    if args.gpu_bundle:
+        from pathlib import Path
+        from benchmarks.perf.gpu_check import TRAVEL_LIMIT_MIB, device_command, make_bundle
+        size = make_bundle(Path(args.gpu_bundle), args.data_dir)
+        print(f"{size['folder']}: {size['carried_mib']:.1f} MiB carried + {size['tree_mib']:.1f} MiB of the checkout = "
+              f"{size['total_mib']:.1f} MiB to send (limit {TRAVEL_LIMIT_MIB} MiB)")
+        if not size["fits"]:
+            print(f"error: --gpu-bundle: {size['total_mib']:.1f} MiB would travel, over the {TRAVEL_LIMIT_MIB} MiB limit; ignore "
+                  "or remove untracked files", file=sys.stderr)
+            return 2
+        print(f"device run: carry [\"{args.gpu_bundle}\"], timeout_s 570, command:\n{device_command(args.gpu_bundle, args.budget_seconds)}")
+        return 0
+    if args.gpu_check:
+        from pathlib import Path
+        from benchmarks.perf.gpu_check import gpu_check
+        data = gpu_check(Path(args.gpu_check), args.gpu_scale, args.device, args.data_dir, args.budget_seconds)
+        print((Path(args.gpu_check) / "summary.md").read_text())
+        return 0 if data.get("equality", {}).get("equal") else 1
     if args.portability:
         import torch
         from benchmarks.perf.portability import format_rows, measure
