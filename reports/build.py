@@ -24,8 +24,8 @@ from reports.names import Setting, remember_titles, row_order, row_title, settin
 from reports.paper import gain_table, load_reference, paper_table, paper_value
 from reports.provenance import provenance
 from reports.render import Table, to_latex, to_markdown
-from reports.tables import (best_val_table, cost_table, eval_split, excluded_table, main_table, mechanism_table,
-                            settings_table, variants_table)
+from reports.tables import (best_val_table, cost_table, cpu_clocked, eval_split, excluded_table, main_table,
+                            mechanism_table, settings_table, time_rows, variants_table)
 from reports.tidy import CURVES_CSV, FIGURES_DIR, PARTITIONS_CSV, RUNS_CSV, load_csvs, synthetic_name, write_csvs
 from reports.trust import assign, differences
 
@@ -180,7 +180,11 @@ def _figure_sections(data: Suite, variant: str, out: Path) -> list[tuple[Section
     title = split_name.capitalize()
     accuracy = _points(curves, split, "accuracy", scale=100.0)
     loss = _points(curves, split, "loss")
-    timed, unit = _timed(curves, accuracy)
+    # One clock for the whole figure: CPU seconds (which a paused run or one waiting for a core does not
+    # accrue) when every run has them, else wall seconds.
+    on_cpu = set(runs["run"]) <= cpu_clocked(time_rows(data, runs), runs)
+    clock = "CPU time" if on_cpu else "wall-clock time"
+    timed, unit = _timed(curves, accuracy, cpu=on_cpu)
     datasets = list(dict.fromkeys(s.dataset for s in settings))
     position = {s: (datasets.index(s.dataset), [t for t in settings if t.dataset == s.dataset].index(s))
                 for s in settings}
@@ -234,16 +238,18 @@ def _figure_sections(data: Suite, variant: str, out: Path) -> list[tuple[Section
                            "dotted: the loss of a uniform prediction."))
     time_panels = panels(timed, lambda k: 100.0 / k, paper=False)
     if any(len(s.points) for p in time_panels for s in p.series):
-        files = curves_grid(time_panels, out / FIGURES_DIR / "accuracy_time", xlabel=f"wall-clock time ({unit})",
+        files = curves_grid(time_panels, out / FIGURES_DIR / "accuracy_time", xlabel=f"{clock} ({unit})",
                             ylabel=f"{split_name} accuracy (%)", rounds_axis=False, chance_label="chance (1/classes)")
-        more.append(_image(files, out, f"{title} accuracy against wall-clock time, every setting",
-                           f"{title} accuracy (%) against the run's cumulative wall-clock time ({unit}, mean over "
+        more.append(_image(files, out, f"{title} accuracy against {clock}, every setting",
+                           f"{title} accuracy (%) against the run's cumulative {clock} ({unit}, mean over "
                            "seeds at each evaluated round): what each method's accuracy costs. One-off server work "
-                           "(DynaFed's synthesis) shows as a horizontal jump. Timings depend on the machine and its "
-                           "load."))
+                           "(DynaFed's synthesis) shows as a horizontal jump. "
+                           + ("CPU seconds leave out time a run spent paused or waiting for a core; they depend on "
+                              "the machine." if on_cpu else "Wall-clock timings depend on the machine and its load; "
+                              "some runs lack CPU seconds, so the whole figure uses the wall clock.")))
     if more:
         sections.append((figures_section("loss-time", "Loss and cost curves", f"{title} loss per round, and accuracy "
-                                         "against wall-clock time.", more), more))
+                                         f"against {clock}.", more), more))
     partitions = _partition_images(data, variant, out)
     sections.append((figures_section("partitions", "Client data partitions", "Samples per class (rows) held by "
                                      "each client (columns), for one seed's partition of each setting.", partitions),
@@ -263,9 +269,11 @@ def _points(curves: pd.DataFrame, split: str, metric: str, scale: float = 1.0) -
                          "x": rows["round"].astype("float64"), "y": scale * rows["value"]})
 
 
-def _timed(curves: pd.DataFrame, accuracy: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Accuracy points with x = the run's cumulative wall-clock seconds (or minutes) at that round."""
-    seconds = curves[(curves["split"] == "time") & (curves["metric"] == "round_seconds")]
+def _timed(curves: pd.DataFrame, accuracy: pd.DataFrame, cpu: bool = False) -> tuple[pd.DataFrame, str]:
+    """Accuracy points with x = the run's cumulative wall-clock (or, with ``cpu``, CPU) seconds or minutes
+    at that round."""
+    metric = "round_cpu_seconds" if cpu else "round_seconds"
+    seconds = curves[(curves["split"] == "time") & (curves["metric"] == metric)]
     seconds = seconds.sort_values(["run", "round"])
     elapsed = seconds.assign(x=seconds.groupby("run")["value"].cumsum())[["run", "round", "x"]]
     start = pd.DataFrame({"run": accuracy["run"].unique(), "round": 0, "x": 0.0})

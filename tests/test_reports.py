@@ -619,3 +619,27 @@ def test_a_rebuild_deletes_figures_it_did_not_write_and_keeps_the_rest(built, tm
     assert not any(p.exists() for p in stale) and not (out / "figures" / "gone").exists()
     notes.unlink()
     _assert_same_tree(first, out)
+
+
+@pytest.mark.parametrize("cpu_from, clock", [(1, "CPU time"), (2, "wall-clock time")])
+def test_accuracy_against_time_uses_cpu_seconds_only_when_every_run_has_them(tmp_path, cpu_from, clock):
+    """CPU seconds exclude the time a paused sweep sat still; one run without them (here: resumed from a
+    checkpoint older than the CPU clock) puts the whole figure on the wall clock, never a mix."""
+    suite = tmp_path / "results" / "clocked"
+    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.5, 0.6], cpu_share=0.5)
+    write_run(suite, "fedprox", "fmnist", 0.01, 0, [0.1, 0.5, 0.7], cpu_share=0.5, cpu_from=cpu_from)
+    build_report("clocked", tmp_path / "results", tmp_path / "out")
+    index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert f"accuracy against {clock}, every setting" in index or f"accuracy against {clock}" in index
+    svg = (tmp_path / "out" / "figures" / "accuracy_time.svg").read_text()
+    assert f"{clock} (s)" in svg
+
+
+def test_time_axis_accumulates_the_chosen_clock():
+    from reports.build import _timed
+
+    curves = pd.DataFrame({"run": "r", "round": [1, 1, 2, 2], "split": "time",
+                           "metric": ["round_seconds", "round_cpu_seconds"] * 2, "value": [4.0, 1.0, 6.0, 2.0]})
+    accuracy = pd.DataFrame({"run": "r", "round": [0, 1, 2], "x": [0.0, 1.0, 2.0], "y": [10.0, 50.0, 60.0]})
+    assert list(_timed(curves, accuracy, cpu=True)[0]["x"]) == [0.0, 1.0, 3.0]
+    assert list(_timed(curves, accuracy)[0]["x"]) == [0.0, 4.0, 10.0]
