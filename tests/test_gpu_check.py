@@ -98,7 +98,7 @@ def test_the_device_command_rehearsed_on_the_cpu(tmp_path):
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in files)
     assert {p.name for p in files} == {*gpu_check.OUTPUT_FILES, "log.txt"}
 
-    data = json.loads((out / "gpu_check.json").read_text())
+    data = json.loads((out / "gpu_check.json").read_text(), parse_constant=_not_strict_json)
     assert data["environment"]["git_revision"] == (bundle / "revision.txt").read_text().strip()
     assert data["paper_reference"] == {"fedavg": 74.50, "dynafed": 87.52}
     assert [r["executor"] for r in data["executors"]] == ["sequential", "vectorised"]
@@ -117,6 +117,10 @@ def test_the_device_command_rehearsed_on_the_cpu(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "## (a) Executors" in summary and "## (b) FedAvg and DynaFed" in summary and "| dynafed | complete" in summary
     assert "## (a) Executors" in (out / "log.txt").read_text()
+
+
+def _not_strict_json(constant):
+    raise AssertionError(f"{constant} is not strict JSON")
 
 
 def test_the_plan_keeps_the_paper_budget_when_it_fits():
@@ -160,13 +164,20 @@ def test_git_revision_falls_back_to_what_the_sender_wrote(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_a_budget_too_small_cuts_the_plan_and_stops_both_runs_early(tmp_path):
+def test_a_budget_too_small_cuts_the_plan_and_stops_both_runs_early(tmp_path, monkeypatch):
     """When time runs out the check still reports: (b) is cut to DynaFed's minimum, both runs stop at their
-    deadlines after one round, and their partial folders (rounds.csv, no checkpoint) are packed."""
+    deadlines after one round, and their partial folders (rounds.csv, no checkpoint) are packed. A part that
+    fails (here the executors' comparison) is reported and the parts after it still run."""
+    def broken(*args):
+        raise RuntimeError("boom on this device")
+
+    monkeypatch.setattr(gpu_check, "compare_executors", broken)
     source = tmp_path / "fmnist"
     source.mkdir()
     write_fmnist(source, n_train=800, n_test=100)
     data = gpu_check.gpu_check(tmp_path / "out", "tiny", "cpu", source, budget_seconds=0.01)
+    assert data["equality"] is None and "boom on this device" in data["errors"]["equality"]
+    assert "## Failed: equality" in (tmp_path / "out" / "summary.md").read_text()
     assert data["plan"]["deviations"] and data["plan"]["iterations"] == 1
     runs = data["paper_runs"]
     assert all(r["status"] == "stopped at the time budget" and r["rounds_done"] == 1 for r in runs.values())
@@ -175,3 +186,60 @@ def test_a_budget_too_small_cuts_the_plan_and_stops_both_runs_early(tmp_path):
     assert all(f"{r['run_id']}/rounds.csv" in names for r in runs.values())
     assert not any(name.endswith("checkpoint.pt") for name in names)
     assert "stopped at the time budget | 1 of" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_packed_runs_leave_out_checkpoints_and_claims(tmp_path):
+    run_dir = tmp_path / ".tmp-fedavg_x"
+    run_dir.mkdir()
+    for name in ("rounds.csv", "checkpoint.pt", "owner.json"):
+        (run_dir / name).write_text("x")
+    report = gpu_check.Report(tmp_path / "out", data={"scale": "tiny", "budget_seconds": 1.0}, run_dirs=[run_dir])
+    report.write()
+    with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:
+        assert tar.getnames() == ["fedavg_x", "fedavg_x/rounds.csv"]
+
+
+def test_the_full_scale_is_the_issues_setting():
+    """What the GPU will run, built here (configs only): (a) 80 clients, 32 a round, ConvNet-128, all of
+    Fashion-MNIST, 1 epoch at batch 32, persistent Adam 1e-3; (b) suite paper's cells, every round evaluated,
+    DynaFed at the official budget, or the cut the plan asks for."""
+    import torch
+
+    cuda = torch.device("cuda")
+    a = gpu_check.executor_config(gpu_check.SCALES["full"], "vectorised", cuda, 5)
+    assert (a.partition.clients, a.clients_per_round, a.model.width, a.dataset.train_subset) == (80, 32, 128, 0)
+    assert (a.clients.local_epochs, a.clients.batch_size, a.clients.optimizer, a.clients.lr,
+            a.clients.persistent_state) == (1, 32, "adam", 1e-3, True)
+    assert (a.device, a.executor, a.execution.checkpoint_every) == ("cuda", "vectorised", 0)
+    b = gpu_check.paper_cells(gpu_check.SCALES["full"], cuda)
+    fedavg, dynafed = b["fedavg"], b["dynafed"]
+    assert (fedavg.rounds, fedavg.eval_every, fedavg.partition.alpha, fedavg.dataset.name) == (200, 1, 0.01, "fmnist")
+    p = dynafed.hparams
+    assert (p.trajectory_length, p.ipc, p.syn_steps, p.iterations) == (25, 15, 20, 3000)
+    cut = gpu_check.paper_cells(gpu_check.SCALES["full"], cuda, rounds=120, iterations=1800)
+    assert (cut["fedavg"].rounds, cut["dynafed"].rounds, cut["dynafed"].hparams.iterations) == (120, 120, 1800)
+
+
+def test_a_dynafed_run_stopped_after_its_synthesis_is_described(tmp_path, monkeypatch):
+    """The deadline is read once a round: a fake clock that ticks once a read stops the tiny DynaFed after
+    round 5, its synthesis (round 4) done, and the partial folder is described."""
+    import itertools
+
+    from benchmarks.engine import runner
+
+    source = tmp_path / "fmnist"
+    source.mkdir()
+    write_fmnist(source, n_train=800, n_test=100)
+    ticks = itertools.count(1)
+    monkeypatch.setattr(runner, "deadline_clock", lambda: float(next(ticks)))
+    cfg = gpu_check.paper_cells(gpu_check.SCALES["tiny"], torch_cpu())["dynafed"]
+    run_dir, described = gpu_check.run_paper_cell(cfg, tmp_path / "results", source, deadline=5.0)
+    assert described["status"] == "stopped at the time budget" and described["rounds_done"] == 5
+    assert described["synthesis_seconds"] > 0 and described["mean_round_seconds_without_one_off"] > 0
+    assert "server.synthetic_only_val_accuracy" in described["server_diagnostics_last"]
+    assert "mechanism" not in described  # a stopped run has no summary yet
+
+
+def torch_cpu():
+    import torch
+    return torch.device("cpu")

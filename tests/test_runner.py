@@ -459,3 +459,9 @@ def test_checkpoint_tensors_go_back_to_the_run_device():
     assert moved["optimizer"][3]["exp_avg"].device.type == "meta" and moved["optimizer"][3]["step"] == 4
     assert moved["algorithm"][0].is_meta and moved["algorithm"][1][0].is_meta and moved["algorithm"][1][1] == "x"
     assert isinstance(moved["algorithm"][1], tuple)
+
+
+def test_a_deadline_passed_in_the_last_round_finishes_the_run(tiny, results_dir):
+    straight = run(config_from_dict(tiny(rounds=1)), suite="a", progress=False)
+    late = run(config_from_dict(tiny(rounds=1)), suite="b", progress=False, deadline=time.monotonic() - 1)
+    assert (late / "rounds.csv").read_bytes() == (straight / "rounds.csv").read_bytes()

@@ -82,6 +82,11 @@ def mechanism_summary(rows, algorithm) -> dict:
     return {"series": stats, **algorithm.mechanism(series)}
 
 
+def deadline_clock() -> float:
+    """The clock a deadline is read on (``time.monotonic``); tests replace it."""
+    return time.monotonic()
+
+
 class RunStopped(Exception):
     """A run reached its deadline before its last round. It stopped after a whole round: ``run_dir`` (the
     unfinished folder) holds rounds.csv and timings.csv up to ``rounds_done`` and, unless checkpoints are
@@ -242,12 +247,13 @@ class RoundLoop:
             if diverged is not None:
                 break
             every = cfg.execution.checkpoint_every
-            if every and rnd % every == 0 and rnd < cfg.rounds:
+            checkpointed = bool(every) and rnd % every == 0 and rnd < cfg.rounds
+            if checkpointed:
                 self.checkpoint()
-            if self.deadline is not None and rnd < cfg.rounds and time.monotonic() >= self.deadline:
+            if self.deadline is not None and rnd < cfg.rounds and deadline_clock() >= self.deadline:
                 if bar is not None:
                     bar.close()
-                if every:
+                if every and not checkpointed:
                     self.checkpoint()
                 else:
                     self.out.flush()

@@ -6,19 +6,21 @@ project's CPUs cannot.
   ``executors.csv``   (a), one row per executor;
   ``summary.md``      the same as tables, beside the paper's numbers;
   ``runs.tar.gz``     (b)'s two run folders (config, rounds.csv, timings.csv, summary or checkpointed partial).
-It rewrites all four after each part, so a command killed at its time limit still leaves what it measured.
+It rewrites all four after each part, so a command killed at its time limit still leaves what it measured,
+and a part that fails leaves its traceback there while the parts after it still run.
 
 (a) The sequential and the vectorised executor on Fashion-MNIST (all 60,000 images), ConvNet-128, 80
     clients, 32 a round, one local epoch at batch 32, persistent client Adam at 1e-3: seconds per round
-    over 3 rounds after a warm-up round, client samples per second and peak GPU memory; and both
-    executors' global parameters after one round from the same start, compared in full float32 (TF32
-    convolutions, on by default on CUDA, round differently for the two executors' kernels).
+    over 3 rounds between a warm-up round and a last round that evaluates, client samples per second
+    and peak GPU memory; then both executors' models after one round from the same start, compared by
+    their validation logits in full float32 (TF32 convolutions, on by default on CUDA, round
+    differently for the two executors' kernels).
 (b) FedAvg and DynaFed at the paper's setting (suite ``paper``'s Fashion-MNIST alpha 0.01 seed-0 cells: 200
     rounds, 25 snapshots, 3000 matching iterations of 20 steps, 15 images per class, official
-    fine-tuning), evaluated every round, on the vectorised executor. Before (b) one measured matching
-    iteration (after a warm-up) and (a)'s round time plan how many rounds fit the time left; if fewer
-    than 200 fit, both runs get that many and the summary says so. Each run also has a deadline: it
-    stops after the first round that ends past it (checkpointed) and is reported as stopped there.
+    fine-tuning), evaluated every round, on the vectorised executor, without checkpoints. One matching
+    iteration timed after a warm-up and (a)'s round time plan (b): if the paper's budget does not fit
+    the time left, the rounds are cut, then the matching iterations, and the summary says so. Each run
+    also has a deadline: it stops after the first round that ends past it and is reported as stopped.
 
 ``--gpu-scale tiny`` runs the same code at a tiny scale on any device: ``make test`` rehearses it on the
 CPU over a tiny Fashion-MNIST the test writes, so that the one GPU run works the first time. Nothing on
@@ -28,8 +30,10 @@ Pillow; no optuna), which that test checks too.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
+import traceback
 import platform
 import tarfile
 import tempfile
@@ -56,6 +60,7 @@ from benchmarks.store.schema import ROUNDS_FILE, SUMMARY_FILE, TIMINGS_FILE, rea
 
 OUTPUT_FILES = ("gpu_check.json", "executors.csv", "summary.md", "runs.tar.gz")
 EXECUTORS = ("sequential", "vectorised")
+ONE_OFF_PARTS = ("synthesis", "quality")  # DynaFed's server work done once, at the end of its trajectory
 PAPER_CELL = {"dataset": "fmnist", "alpha": 0.01, "seed": 0}
 PAPER_ALGORITHMS = ("fedavg", "dynafed")
 REFERENCE_TABLE = Path(__file__).resolve().parents[2] / "reports" / "reference" / "dynafed_table.csv"
@@ -95,7 +100,8 @@ class Report:
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.out / "gpu_check.json", json.dumps(self.data, indent=2, default=_jsonable) + "\n")
+        _write_atomic(self.out / "gpu_check.json",
+                      json.dumps(_strict(self.data), indent=2, allow_nan=False, default=str) + "\n")
         if self.executor_rows:
             tmp = self.out / "executors.csv.part"
             with open(tmp, "w", newline="") as fh:
@@ -128,12 +134,15 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _jsonable(value):
+def _strict(value):
+    """``value`` with every NaN or infinity as null, so that the file is strict JSON (jq, browsers)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON: {value!r}")
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
 
 
 def environment(device: torch.device) -> dict:
@@ -161,7 +170,9 @@ def executor_config(scale: CheckScale, executor: str, device: torch.device, roun
 
 def _peak_reset(device: torch.device) -> None:
     if device.type == "cuda":
+        gc.collect()  # what an earlier run left behind is not this one's memory
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -173,14 +184,15 @@ def _peak_mib(device: torch.device) -> float:
 
 
 def time_executor(scale: CheckScale, executor: str, device: torch.device, data_dir, results: Path) -> dict:
-    """Seconds per round over ``timed_rounds`` after a warm-up round (its one-off costs reported apart)."""
-    cfg = executor_config(scale, executor, device, 1 + scale.timed_rounds)
+    """Seconds per round over ``timed_rounds`` after a warm-up round (its one-off costs reported apart),
+    and before a last round that evaluates (its evaluation seconds reported apart)."""
+    cfg = executor_config(scale, executor, device, 2 + scale.timed_rounds)
     _peak_reset(device)
     run_dir = run(cfg, suite="gpu-check-executors", results=results, data_dir=data_dir, progress=False)
     peak = _peak_mib(device)
     timings = _by_metric(read_long_csv(run_dir / TIMINGS_FILE))
     samples = _by_metric([r for r in read_long_csv(run_dir / ROUNDS_FILE) if r.split == "train"])["samples"]
-    timed = [r for r in sorted(timings["round_seconds"]) if r > 1]
+    timed = [r for r in sorted(timings["round_seconds"]) if 1 < r < cfg.rounds]
     client = sum(timings["client_seconds"][r] for r in timed)
     # The vectorised executor falls back to the sequential one on vmap's own limits; say so if it did.
     fallback = json.loads((run_dir / SUMMARY_FILE).read_text())["execution"].get("executor_fallback")
@@ -305,7 +317,7 @@ def run_paper_cell(cfg: RunConfig, results: Path, data_dir, deadline: float) -> 
     try:
         run_dir = run(cfg, suite="gpu-check-paper", results=results, data_dir=data_dir, progress=False,
                       deadline=deadline)
-        status = "complete"
+        status = json.loads((run_dir / SUMMARY_FILE).read_text())["status"]  # complete or diverged
     except RunStopped as stopped:
         run_dir, status = stopped.run_dir, "stopped at the time budget"
     return run_dir, describe_run(run_dir, cfg, status)
@@ -328,14 +340,20 @@ def describe_run(run_dir: Path, cfg: RunConfig, status: str) -> dict:
            "best_val_round": best, "test_accuracy_at_best_val": test.get(best) if best is not None else None,
            "total_seconds": sum(timings["round_seconds"].values()),
            "mean_round_seconds": sum(timings["round_seconds"].values()) / rounds_done,
+           # DynaFed's synthesis and the diagnostic after it happen once: a round's cost is the rest.
+           "mean_round_seconds_without_one_off": sum(
+               seconds - sum(timings.get(f"server_{part}_seconds", {}).get(rnd, 0.0) for part in ONE_OFF_PARTS)
+               for rnd, seconds in timings["round_seconds"].items()) / rounds_done,
            "median_round_seconds": sorted(timings["round_seconds"].values())[rounds_done // 2],
            "mean_eval_seconds": sum(timings.get("eval_seconds", {}).values()) / rounds_done,
            "accuracy_curve": {"round": sorted(test), "test_accuracy": [test[r] for r in sorted(test)]},
            "evaluated_rounds": len(metrics.get("accuracy", {}))}
-    for part in ("synthesis", "finetune", "quality"):
+    for part in (*ONE_OFF_PARTS, "finetune"):
         seconds = timings.get(f"server_{part}_seconds")
         if seconds:
             out[f"{part}_seconds"] = sum(seconds.values())
+    if "finetune_seconds" in out:
+        out["finetune_seconds_per_round"] = out["finetune_seconds"] / len(timings["server_finetune_seconds"])
     if server:
         out["server_diagnostics_last"] = server
     summary = run_dir / SUMMARY_FILE
@@ -359,6 +377,21 @@ def paper_reference() -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ driver
 
+# Stand-ins when a measurement failed, so that (b) still runs: both far slower than any GPU is expected.
+UNMEASURED_ROUND_SECONDS = 2.0
+UNMEASURED_ITERATION_SECONDS = 0.5
+
+
+def _guarded(report: Report, part: str, fn, *args):
+    """``fn(*args)``, or None with the error's traceback kept in the report (and written at once)."""
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 - one failed part must not cost the others their one try
+        report.data.setdefault("errors", {})[part] = traceback.format_exc(limit=12)
+        report.write()
+        return None
+
+
 def gpu_check(out: Path, scale_name: str = "full", device: str | None = None, data_dir=None,
               budget_seconds: float = 420.0) -> dict:
     """Run (a) then (b) within ``budget_seconds`` (data loading and (a) included); return the report."""
@@ -375,24 +408,33 @@ def gpu_check(out: Path, scale_name: str = "full", device: str | None = None, da
     report.write()
     with tempfile.TemporaryDirectory(prefix="hetbench-gpu-check-") as tmp:
         scratch = Path(tmp)
-        # (a)
+        # (a) Each part runs even when one before it failed: there is one try on the GPU.
         for executor in EXECUTORS:
-            report.executor_rows.append(time_executor(scale, executor, dev, data_dir, scratch / "executors"))
-            report.data["executors"] = report.executor_rows
-            report.write()
-        seq, vec = (next(r for r in report.executor_rows if r["executor"] == k) for k in EXECUTORS)
-        report.data["vectorised_speedup"] = seq["round_seconds"] / vec["round_seconds"]
-        report.data["equality"] = compare_executors(scale, dev, data_dir, scratch / "equality")
+            row = _guarded(report, f"time_{executor}", time_executor, scale, executor, dev, data_dir,
+                           scratch / "executors")
+            if row is not None:
+                report.executor_rows.append(row)
+                report.data["executors"] = report.executor_rows
+                report.write()
+        timed = {r["executor"]: r for r in report.executor_rows}
+        if len(timed) == 2:
+            report.data["vectorised_speedup"] = timed["sequential"]["round_seconds"] / timed["vectorised"]["round_seconds"]
+        report.data["equality"] = _guarded(report, "equality", compare_executors, scale, dev, data_dir,
+                                           scratch / "equality")
         report.data["part_a_seconds"] = time.monotonic() - start
         report.write()
-        # (b)
+        # (b) The vectorised executor runs it; its round time from (a) (or, failing that, the sequential
+        # one's, an upper bound) plans it.
+        basis = timed.get("vectorised") or timed.get("sequential")
+        round_seconds = basis["round_seconds"] + basis["eval_seconds"] if basis else UNMEASURED_ROUND_SECONDS
         cells = paper_cells(scale, dev)
         dynafed = cells["dynafed"]
         facts = DATASETS[dynafed.dataset.name].facts
-        probe = synthesis_probe(dynafed, dev, tuple(facts.input_shape), facts.num_classes)
-        round_seconds = vec["round_seconds"] + vec["eval_seconds"]
+        probe = _guarded(report, "synthesis_probe", synthesis_probe, dynafed, dev, tuple(facts.input_shape),
+                         facts.num_classes)
+        seconds_per_iteration = probe["seconds_per_iteration"] if probe else UNMEASURED_ITERATION_SECONDS
         plan = plan_budget(dynafed.rounds, dynafed.hparams.trajectory_length, round_seconds,
-                           probe["seconds_per_iteration"], dynafed.hparams.iterations, end - time.monotonic())
+                           seconds_per_iteration, dynafed.hparams.iterations, end - time.monotonic())
         plan["round_seconds_from_a"] = round_seconds
         report.data["synthesis_probe"] = probe
         report.data["plan"] = plan
@@ -402,11 +444,13 @@ def gpu_check(out: Path, scale_name: str = "full", device: str | None = None, da
         results = scratch / "paper"
         runs = {}
         # FedAvg may overrun its prediction as long as what DynaFed is predicted to need is left to it.
-        synthesis = plan["iterations"] * probe["seconds_per_iteration"]
+        synthesis = plan["iterations"] * seconds_per_iteration
         fedavg_deadline = end - 1.1 * (synthesis + plan["rounds"] * round_seconds)
         for name, deadline in (("fedavg", fedavg_deadline), ("dynafed", end)):
-            run_dir, runs[name] = run_paper_cell(cells[name], results, data_dir, deadline)
-            report.run_dirs.append(run_dir)
+            done = _guarded(report, f"run_{name}", run_paper_cell, cells[name], results, data_dir, deadline)
+            if done is not None:
+                report.run_dirs.append(done[0])
+                runs[name] = done[1]
             report.data["paper_runs"] = runs
             report.write()
         report.data["elapsed_seconds"] = time.monotonic() - start
@@ -434,8 +478,9 @@ def render_summary(data: dict) -> str:
         first = rows[0]
         lines += ["## (a) Executors", "",
                   f"Fashion-MNIST, ConvNet-{first['width']}, {first['clients']} clients, {first['clients_per_round']} a "
-                  f"round, 1 local epoch at batch 32, persistent Adam 1e-3; mean of {first['timed_rounds']} rounds "
-                  "after a warm-up round.", "",
+                  f"round, 1 local epoch at batch 32, persistent Adam 1e-3; mean of {first['timed_rounds']} round(s) "
+                  "between a warm-up round and a last round that evaluates (its evaluation: eval s).", "",
+                  "Peak GPU memory is the whole run's: the data, training and evaluation in batches of 1000.", "",
                   "| executor | s/round | client s/round | samples/s | first round s | eval s | peak GPU MiB |",
                   "|:---|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
@@ -462,19 +507,22 @@ def render_summary(data: dict) -> str:
     runs = data.get("paper_runs", {})
     if runs:
         ref = data.get("paper_reference", {})
-        lines += ["", "| algorithm | status | rounds | final test % | paper % | s/round (mean) | synthesis s | "
-                      "synthetic set alone, val % |", "|:---|:---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| algorithm | status | rounds | final test % | paper % | s/round (mean, without one-off work) | "
+                      "synthesis s | synthetic set alone, val % |", "|:---|:---|---:|---:|---:|---:|---:|---:|"]
         for name, r in runs.items():
             acc = r.get("final_test_accuracy")
             alone = r.get("server_diagnostics_last", {}).get("server.synthetic_only_val_accuracy")
             lines.append(f"| {name} | {r['status']} | {r['rounds_done']} of {r['rounds']} | "
                          f"{_fmt(None if acc is None else 100 * acc)} | {_fmt(ref.get(name))} | "
-                         f"{_fmt(r['mean_round_seconds'], '.3f')} | {_fmt(r.get('synthesis_seconds'), '.1f')} | "
+                         f"{_fmt(r['mean_round_seconds_without_one_off'], '.3f')} | "
+                         f"{_fmt(r.get('synthesis_seconds'), '.1f')} | "
                          f"{_fmt(None if alone is None else 100 * alone, '.1f')} |")
         mechanism = runs.get("dynafed", {}).get("mechanism")
         if mechanism:
             lines += ["", f"DynaFed's mechanism: {'engaged' if mechanism.get('engaged') else 'NOT engaged'}: "
                           f"{mechanism.get('evidence', '')}."]
+    for part, text in data.get("errors", {}).items():
+        lines += ["", f"## Failed: {part}", "", "```", text.rstrip(), "```"]
     return "\n".join(lines) + "\n"
 
 
