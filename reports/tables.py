@@ -11,7 +11,7 @@ provenance of the runs it shows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -120,10 +120,17 @@ def main_table(suite: Suite, variant: str, stem: str = "main_table", title: str 
 
 
 def best_val_table(suite: Suite, variant: str) -> Table:
-    return accuracy_table(suite, variant, "best_val_test_accuracy", "best_val_table",
-                          "Test accuracy (%) at the best validation round",
-                          "Test accuracy at the round where validation accuracy peaked: the round is selected "
-                          "on the validation split, never on the best test round.")
+    table = accuracy_table(suite, variant, "best_val_test_accuracy", "best_val_table",
+                           "Test accuracy (%) at the best validation round",
+                           "Test accuracy at the round where validation accuracy peaked: the round is selected "
+                           "on the validation split, never on the best test round.")
+    runs = suite.included(variant)
+    if len(runs) and (runs["best_val_round"] == runs["final_round"]).all():
+        # e.g. a suite that evaluates only at its last round: the table would repeat the main one
+        return replace(table, rows=[], notes=table.notes[-1:], empty_text="In every run the best validation round is the final round "
+                       "(a suite evaluated only at its end has no other), so this table would repeat the main "
+                       "table.")
+    return table
 
 
 def not_engaged(runs: pd.DataFrame, row, setting) -> bool:

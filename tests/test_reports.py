@@ -643,3 +643,15 @@ def test_time_axis_accumulates_the_chosen_clock():
     accuracy = pd.DataFrame({"run": "r", "round": [0, 1, 2], "x": [0.0, 1.0, 2.0], "y": [10.0, 50.0, 60.0]})
     assert list(_timed(curves, accuracy, cpu=True)[0]["x"]) == [0.0, 1.0, 3.0]
     assert list(_timed(curves, accuracy)[0]["x"]) == [0.0, 4.0, 10.0]
+
+
+def test_best_validation_table_says_so_when_it_would_repeat_the_main_table(tmp_path):
+    """A suite evaluated only at its end (quick) has its best validation round at its final round."""
+    suite = tmp_path / "results" / "ends"
+    for seed in range(2):
+        write_run(suite, "fedavg", "fmnist", 0.01, seed, [0.1, 0.5 + 0.01 * seed],
+                  mechanism={"engaged": False, "evidence": "test"})
+    build_report("ends", tmp_path / "results", tmp_path / "out")
+    best = (tmp_path / "out" / "best_val_table.md").read_text()
+    assert "would repeat the main table" in best and "| FedAvg" not in best and "‡" not in best
+    assert "| FedAvg" in (tmp_path / "out" / "main_table.md").read_text()
