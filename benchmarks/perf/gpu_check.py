@@ -18,9 +18,10 @@ and a part that fails leaves its traceback there while the parts after it still 
 (b) FedAvg and DynaFed at the paper's setting (suite ``paper``'s Fashion-MNIST alpha 0.01 seed-0 cells: 200
     rounds, 25 snapshots, 3000 matching iterations of 20 steps, 15 images per class, official
     fine-tuning), evaluated every round, on the vectorised executor, without checkpoints. One matching
-    iteration timed after a warm-up and (a)'s round time plan (b): if the paper's budget does not fit
-    the time left, the rounds are cut, then the matching iterations, and the summary says so. Each run
-    also has a deadline: it stops after the first round that ends past it and is reported as stopped.
+    iteration timed after a warm-up and (a)'s round time plan (b) (``plan_budget``): if the paper's
+    budget does not fit the time left, the synthesis gets at most half of it (fewer iterations) and
+    both runs as many rounds as then fit, and the summary names each cut. Each run also has a
+    deadline: it stops after the first round that ends past it and is reported as stopped.
 
 ``--gpu-scale tiny`` runs the same code at a tiny scale on any device: ``make test`` rehearses it on the
 CPU over a tiny Fashion-MNIST the test writes, so that the one GPU run works the first time. Nothing on
