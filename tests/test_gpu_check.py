@@ -126,9 +126,12 @@ def _not_strict_json(constant):
 def test_the_plan_keeps_the_paper_budget_when_it_fits():
     plan = plan_budget(200, 25, round_seconds=0.3, seconds_per_iteration=0.05, iterations=3000, seconds_left=400)
     assert (plan["rounds"], plan["iterations"], plan["deviations"]) == (200, 3000, [])
+    # a synthesis over half the usable time is kept whole when everything fits (180 + 40 s of 320)
+    plan = plan_budget(200, 25, round_seconds=0.1, seconds_per_iteration=0.06, iterations=3000, seconds_left=400)
+    assert (plan["rounds"], plan["iterations"], plan["deviations"]) == (200, 3000, [])
 
 
-def test_the_plan_cuts_rounds_then_iterations_and_says_so():
+def test_the_plan_caps_the_synthesis_then_cuts_the_rounds_and_says_so():
     rounds_cut = plan_budget(200, 25, round_seconds=0.5, seconds_per_iteration=0.05, iterations=3000, seconds_left=400)
     assert rounds_cut["iterations"] == 3000 and rounds_cut["rounds"] == 170  # (0.8 * 400 - 150) / (2 * 0.5)
     assert rounds_cut["deviations"] == [f"rounds {rounds_cut['rounds']} (paper 200)"]
