@@ -25,7 +25,7 @@ from reports.paper import gain_table, load_reference, paper_table, paper_value
 from reports.provenance import provenance
 from reports.render import Table, to_latex, to_markdown
 from reports.tables import (best_val_table, cost_table, cpu_clocked, eval_split, excluded_table, main_table,
-                            mechanism_table, settings_table, time_rows, variants_table)
+                            mechanism_table, on_clock, settings_table, time_rows, variants_table)
 from reports.tidy import CURVES_CSV, FIGURES_DIR, PARTITIONS_CSV, RUNS_CSV, load_csvs, synthetic_name, write_csvs
 from reports.trust import assign, differences
 
@@ -182,9 +182,10 @@ def _figure_sections(data: Suite, variant: str, out: Path) -> list[tuple[Section
     loss = _points(curves, split, "loss")
     # One clock for the whole figure: CPU seconds (which a paused run or one waiting for a core does not
     # accrue) when every run has them, else wall seconds.
-    on_cpu = set(runs["run"]) <= cpu_clocked(time_rows(data, runs), runs)
+    timings = time_rows(data, runs)
+    on_cpu = set(runs["run"]) <= cpu_clocked(timings, runs)
     clock = "CPU time" if on_cpu else "wall-clock time"
-    timed, unit = _timed(curves, accuracy, cpu=on_cpu)
+    timed, unit = _timed(on_clock(timings, set(runs["run"]) if on_cpu else set()), accuracy)
     datasets = list(dict.fromkeys(s.dataset for s in settings))
     position = {s: (datasets.index(s.dataset), [t for t in settings if t.dataset == s.dataset].index(s))
                 for s in settings}
@@ -269,11 +270,10 @@ def _points(curves: pd.DataFrame, split: str, metric: str, scale: float = 1.0) -
                          "x": rows["round"].astype("float64"), "y": scale * rows["value"]})
 
 
-def _timed(curves: pd.DataFrame, accuracy: pd.DataFrame, cpu: bool = False) -> tuple[pd.DataFrame, str]:
-    """Accuracy points with x = the run's cumulative wall-clock (or, with ``cpu``, CPU) seconds or minutes
-    at that round."""
-    metric = "round_cpu_seconds" if cpu else "round_seconds"
-    seconds = curves[(curves["split"] == "time") & (curves["metric"] == metric)]
+def _timed(timings: pd.DataFrame, accuracy: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Accuracy points with x = the run's cumulative seconds (or minutes) at that round, on the clock
+    ``timings`` are on (``tables.on_clock``)."""
+    seconds = timings[timings["metric"] == "round_seconds"]
     seconds = seconds.sort_values(["run", "round"])
     elapsed = seconds.assign(x=seconds.groupby("run")["value"].cumsum())[["run", "round", "x"]]
     start = pd.DataFrame({"run": accuracy["run"].unique(), "round": 0, "x": 0.0})

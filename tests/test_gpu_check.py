@@ -178,7 +178,12 @@ def test_a_budget_too_small_cuts_the_plan_and_stops_both_runs_early(tmp_path, mo
     source = tmp_path / "fmnist"
     source.mkdir()
     write_fmnist(source, n_train=800, n_test=100)
-    data = gpu_check.gpu_check(tmp_path / "out", "tiny", "cpu", source, budget_seconds=0.01)
+    from benchmarks.cli.main import main
+
+    # through the CLI, which exits 1 (not equal: not compared) rather than failing on the missing comparison
+    assert main(["perf", "--gpu-check", str(tmp_path / "out"), "--gpu-scale", "tiny", "--device", "cpu",
+                 "--data-dir", str(source), "--budget-seconds", "0.01"]) == 1
+    data = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert data["equality"] is None and "boom on this device" in data["errors"]["equality"]
     assert "## Failed: equality" in (tmp_path / "out" / "summary.md").read_text()
     assert data["plan"]["deviations"] and data["plan"]["iterations"] == 1

@@ -637,12 +637,13 @@ def test_accuracy_against_time_uses_cpu_seconds_only_when_every_run_has_them(tmp
 
 def test_time_axis_accumulates_the_chosen_clock():
     from reports.build import _timed
+    from reports.tables import on_clock
 
     curves = pd.DataFrame({"run": "r", "round": [1, 1, 2, 2], "split": "time",
                            "metric": ["round_seconds", "round_cpu_seconds"] * 2, "value": [4.0, 1.0, 6.0, 2.0]})
     accuracy = pd.DataFrame({"run": "r", "round": [0, 1, 2], "x": [0.0, 1.0, 2.0], "y": [10.0, 50.0, 60.0]})
-    assert list(_timed(curves, accuracy, cpu=True)[0]["x"]) == [0.0, 1.0, 3.0]
-    assert list(_timed(curves, accuracy)[0]["x"]) == [0.0, 4.0, 10.0]
+    assert list(_timed(on_clock(curves, {"r"}), accuracy)[0]["x"]) == [0.0, 1.0, 3.0]
+    assert list(_timed(on_clock(curves, set()), accuracy)[0]["x"]) == [0.0, 4.0, 10.0]
 
 
 def test_best_validation_table_says_so_when_it_would_repeat_the_main_table(tmp_path):

@@ -74,7 +74,7 @@ def run(args) -> int:
         from benchmarks.perf.gpu_check import gpu_check
         data = gpu_check(Path(args.gpu_check), args.gpu_scale, args.device, args.data_dir, args.budget_seconds)
         print((Path(args.gpu_check) / "summary.md").read_text())
-        return 0 if data.get("equality", {}).get("equal") else 1
+        return 0 if (data.get("equality") or {}).get("equal") else 1  # None when the comparison failed
     if args.portability:
         import torch
         from benchmarks.perf.portability import format_rows, measure
