@@ -60,20 +60,24 @@ class DynaFedParams:
     lr_label: float = setting(0.01, ge=0.0, doc="Adam lr of the label logits")
     syn_lr_init: float = setting(0.04, gt=0.0, doc="initial inner learning rate (official lr_teacher)")
     label_init: float = setting(0.0, doc="initial logits = one-hot(class) x label_init; 0 = uniform labels")
-    distill_lr: float = setting(1e-4, gt=0.0, doc="server fine-tuning Adam lr (2.5e-4 in the CINIC-10 scripts)",
+    distill_lr: float = setting(1e-4, gt=0.0, official_by_dataset={"cinic10": 2.5e-4},
+                                doc="server fine-tuning Adam lr (2.5e-4 in the CINIC-10 scripts)",
                                 tune=SearchRange(1e-5, 1e-2, log=True))
-    distill_epochs: int = setting(20, ge=0, doc="server fine-tuning passes over the synthetic set per round "
-                                                "(8 in the CIFAR-100 scripts)",
+    distill_epochs: int = setting(20, ge=0, official_by_dataset={"cifar100": 8},
+                                  doc="server fine-tuning passes over the synthetic set per round "
+                                      "(8 in the CIFAR-100 scripts)",
                                   tune=SearchRange(1, 40))
     finetune_batch: int = setting(256, ge=1, doc="server fine-tuning batch size")
     max_start_epoch: int = setting(50, ge=0, doc="latest start snapshot")
     min_start_epoch: int = setting(0, ge=0, doc="earliest start snapshot")
     least_ave_num: int = setting(2, ge=1, doc="fewest snapshots averaged into a target")
     max_ave_num: int = setting(10, ge=1, doc="most snapshots averaged into a target (capped by expert_epochs)")
-    quality_models: int = setting(3, ge=0, doc="diagnostic: fresh models trained on the synthetic set alone "
-                                               "after synthesis, scored on the validation split (official "
-                                               "evaluate(): 3, on the test set); 0 = skip")
-    quality_epochs: int = setting(500, ge=1, doc="diagnostic: their training epochs (official 500)")
+    quality_models: int = setting(3, ge=0, diagnostic=True,
+                                  doc="diagnostic: fresh models trained on the synthetic set alone after "
+                                      "synthesis, scored on the validation split (official evaluate(): 3, on "
+                                      "the test set); 0 = skip")
+    quality_epochs: int = setting(500, ge=1, diagnostic=True,
+                                  doc="diagnostic: their training epochs (official 500)")
 
 
 # One unrolled matching step per synthetic image costs this many client training samples (measured here).

@@ -59,8 +59,9 @@ class FedBEParams:
     weight_decay: float = setting(1e-5, ge=0.0)
     swa_start: int = setting(500, ge=0, doc="first distillation step averaged into the SWA student")
     swa_freq: int = setting(25, ge=1, doc="average the student every this many steps after swa_start")
-    teacher_eval_every: int = setting(1, ge=1, doc="diagnostic: score the ensemble teacher on the validation "
-                                                   "split every k rounds (and the last)")
+    teacher_eval_every: int = setting(1, ge=1, diagnostic=True,
+                                      doc="diagnostic: score the ensemble teacher on the validation split "
+                                          "every k rounds (and the last)")
 
 
 def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:

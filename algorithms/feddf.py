@@ -61,12 +61,14 @@ class FedDFParams:
                                                   "accuracy (official README 1000, code default 2000)")
     return_best_model_on_val: bool = setting(False, doc="keep the FedAvg model instead when it validates "
                                                         "better than every distilled student")
-    teacher_eval_every: int = setting(1, ge=1, doc="diagnostic: score the ensemble teacher on the validation "
-                                                   "split every k rounds (and the last); it costs a forward of "
-                                                   "every client model over the split")
-    augment: bool = setting(False, doc="augment proxy batches as the official CIFAR loaders do (random crop "
-                                       "with 4-pixel zero padding, horizontal flip); the teachers then run on "
-                                       "every batch instead of once a round")
+    teacher_eval_every: int = setting(1, ge=1, diagnostic=True,
+                                      doc="diagnostic: score the ensemble teacher on the validation split "
+                                          "every k rounds (and the last); it costs a forward of every client "
+                                          "model over the split")
+    augment: bool = setting(False, official=True,
+                            doc="augment proxy batches as the official CIFAR loaders do (random crop with "
+                                "4-pixel zero padding, horizontal flip); the teachers then run on every batch "
+                                "instead of once a round")
 
 
 @dataclass

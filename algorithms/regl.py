@@ -54,8 +54,9 @@ class ReGLParams:
                                        tune=SearchRange(0.1, 1.0))
     images_per_class: int = setting(0, ge=0, doc="images a lacking class is topped up to, synthetic included; "
                                                  "0 = the client's mean images per class")
-    diagnostic_images: int = setting(256, ge=0, doc="synthetic images (a fixed sample over all clients) the "
-                                                    "global model is scored on each round, as a diagnostic")
+    diagnostic_images: int = setting(256, ge=0, diagnostic=True,
+                                     doc="synthetic images (a fixed sample over all clients) the global model "
+                                         "is scored on each round, as a diagnostic")
 
 
 def images_to_make(counts: torch.Tensor, minority_fraction: float, images_per_class: int) -> torch.Tensor:

@@ -24,8 +24,8 @@ from reports.names import Setting, remember_titles, row_order, row_title, settin
 from reports.paper import gain_table, load_reference, paper_table, paper_value
 from reports.provenance import provenance
 from reports.render import Table, to_latex, to_markdown
-from reports.tables import (best_val_table, cost_table, cpu_clocked, eval_split, excluded_table, main_table,
-                            mechanism_table, on_clock, settings_table, time_rows, variants_table)
+from reports.tables import (best_val_table, cost_table, cpu_clocked, deviations_table, eval_split, excluded_table,
+                            main_table, mechanism_table, on_clock, settings_table, time_rows, variants_table)
 from reports.tidy import CURVES_CSV, FIGURES_DIR, PARTITIONS_CSV, RUNS_CSV, load_csvs, synthetic_name, write_csvs
 from reports.trust import assign, differences
 
@@ -67,8 +67,9 @@ def write_report(data: Suite, out: Path) -> list[Path]:
         tables = [("main", main_table(data, main))]
         tables += [("gain", gain_table(data, main)), ("best-val", best_val_table(data, main)),
                    ("paper", paper_table(data, main))] if tested else []
-        tables += [("mechanism", mechanism_table(data, main)), ("cost", cost_table(data, main)),
-                   ("cell-settings", settings_table(data, main))]
+        tables += [("mechanism", mechanism_table(data, main))]
+        tables += [("deviations", deviations_table(data))] if data.deviations is not None else []
+        tables += [("cost", cost_table(data, main)), ("cell-settings", settings_table(data, main))]
         for anchor, table in tables:
             files = _write_table(table, out)
             written += files

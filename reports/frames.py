@@ -52,6 +52,8 @@ class Suite:
     images: dict[str, Path] = field(default_factory=dict)
     # (path relative to the results root, text) of the tuner's override files
     tuned: list[tuple[str, str]] = field(default_factory=list)
+    # The suite folder's deviations.csv rows (algorithm, setting, ours, official, why); None without one
+    deviations: list[dict[str, str]] | None = None
 
     @property
     def variants(self) -> list[str]:

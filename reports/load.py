@@ -9,6 +9,7 @@ JSON reader are the results store's (``benchmarks.store.schema``), and nothing h
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -18,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.core.dotted import flatten, get_dotted, has_dotted
-from benchmarks.store.schema import (CONFIG_FILE, LONG_HEADER, ROUNDS_FILE, SCHEMA, SUMMARY_FILE, TIMINGS_FILE,
-                                     SchemaError, algorithm_title, dataset_title, read_json)
+from benchmarks.store.schema import (CONFIG_FILE, DEVIATIONS_FILE, LONG_HEADER, ROUNDS_FILE, SCHEMA, SUMMARY_FILE,
+                                     TIMINGS_FILE, SchemaError, algorithm_title, dataset_title, read_deviations,
+                                     read_json)
+from reports.errors import ReportError
 from reports.frames import (CONFIG_PREFIX, CURVE_COLUMNS, PARTITION_COLUMNS, Suite, empty, normalise_curves,
                             normalise_partitions, normalise_runs)
 from reports.tuning import tuned_overrides
@@ -60,7 +63,16 @@ def load_results(suite: str, suite_dir: Path, results_root: Path | None = None) 
     part_frame = (normalise_partitions(pd.concat(partitions, ignore_index=True)) if partitions
                   else empty(PARTITION_COLUMNS))
     return Suite(suite, runs, curve_frame, part_frame, images,
-                 tuned_overrides(results_root) if results_root is not None else [])
+                 tuned_overrides(results_root) if results_root is not None else [],
+                 suite_deviations(Path(suite_dir) / DEVIATIONS_FILE))
+
+
+def suite_deviations(path: Path) -> list[dict[str, str]] | None:
+    """The suite's deviations.csv (None without one); a malformed file is one ReportError line."""
+    try:
+        return read_deviations(path)
+    except (SchemaError, OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReportError(f"reports: {path}: cannot be read ({exc})") from None
 
 
 def load_run(suite: str, path: Path) -> tuple[dict, pd.DataFrame | None, list | None]:

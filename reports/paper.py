@@ -19,7 +19,7 @@ from reports.frames import Suite, rows_of, settings_of
 from reports.names import ALPHA_SCHEMES, BASELINE, algorithm_title, row_order, row_title, setting_labels, setting_order
 from reports.provenance import provenance
 from reports.render import Cell, Table
-from reports.tables import DASH, Stats, cell_stats
+from reports.tables import DASH, NOT_ENGAGED, Stats, cell_stats, deviations_note, not_engaged
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "dynafed_table.csv"
 REDUCED = "†"
@@ -43,7 +43,7 @@ def paper_table(suite: Suite, variant: str, reference: dict | None = None) -> Ta
     runs = suite.included(variant)
     stats = cell_stats(runs, runs["final_test_accuracy"] * 100.0)
     labels = setting_labels(settings_of(runs))
-    rows, deviations = [], set()
+    rows, deviations, flagged = [], set(), False
     for setting in setting_order(labels):
         for row in row_order(r for (r, s) in stats if s == setting):
             paper, ours = paper_value(reference, row[0], setting), stats[row, setting]
@@ -51,8 +51,10 @@ def paper_table(suite: Suite, variant: str, reference: dict | None = None) -> Ta
                 continue
             reduced = _deviations(runs, row, setting)
             deviations.update(reduced)
+            mark = (REDUCED if reduced else "") + (NOT_ENGAGED if not_engaged(runs, row, setting) else "")
+            flagged = flagged or NOT_ENGAGED in mark
             rows.append([Cell(row_title(row)), Cell(labels[setting]), Cell(str(ours.n)),
-                         Cell(ours.text(show_n=False) + (REDUCED if reduced else "")),
+                         Cell(ours.text(show_n=False) + mark),
                          Cell(f"{paper[0]:.2f} ± {paper[1]:.2f}"), Cell(f"{ours.mean - paper[0]:+.2f}")])
     notes = [f"{REDUCED} Reduced setting: these runs differ from the paper's setting in "
              + "; ".join(sorted(deviations)) + "."] if deviations else []
@@ -62,7 +64,7 @@ def paper_table(suite: Suite, variant: str, reference: dict | None = None) -> Ta
                "measures the reduction more than the method (see the gain table).")
     return Table("paper_comparison", "Comparison with the DynaFed paper (%)", caption,
                  ["Algorithm", "Setting", "n", "Ours", "Paper", "Δ"], rows, label_columns=2,
-                 notes=notes + [provenance(suite.name, runs).line()],
+                 notes=notes + _engaged_note(flagged) + deviations_note(suite) + [provenance(suite.name, runs).line()],
                  empty_text="No run of this suite matches an (algorithm, dataset, α) of the DynaFed paper's table.")
 
 
@@ -93,7 +95,8 @@ def gain_table(suite: Suite, variant: str, reference: dict | None = None) -> Tab
                 continue
             spread = f" ± {ours.std:.2f}" if ours.n >= 2 else ""
             count = f" (n={ours.n})" if ours.n != most else ""
-            cells.append(Cell(f"{ours.mean:+.2f}{spread}{count} / {theirs}"))
+            mark = NOT_ENGAGED if not_engaged(runs, row, s) else ""
+            cells.append(Cell(f"{ours.mean:+.2f}{spread}{count}{mark} / {theirs}"))
         table_rows.append(cells)
     fedavg = algorithm_title(BASELINE)
     caption = (f"Each method's final test accuracy minus {fedavg}'s, in percentage points: ours / the paper's. Ours "
@@ -102,10 +105,16 @@ def gain_table(suite: Suite, variant: str, reference: dict | None = None) -> Tab
                f"the same difference in the DynaFed authors' table (– where it has no such number). At reduced "
                f"scale every accuracy drops; whether, and by how much, a method beats {fedavg} is what can still "
                f"be compared with the paper.")
+    flagged = any(NOT_ENGAGED in c.text for r in table_rows for c in r[1:])
     return Table("gain_over_fedavg", f"Gain over {fedavg}: ours / paper (points)", caption,
                  ["Algorithm"] + [labels[s] for s in settings], table_rows,
                  empty_text=f"No setting has both {fedavg} and another method.",
-                 notes=[provenance(suite.name, runs).line()])
+                 notes=_engaged_note(flagged) + deviations_note(suite) + [provenance(suite.name, runs).line()])
+
+
+def _engaged_note(flagged: bool) -> list[str]:
+    return [f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell (see the "
+            "mechanism table): its number measures something other than the method."] if flagged else []
 
 
 def paired_gain(runs: pd.DataFrame, row, setting, baseline) -> Stats | None:

@@ -90,6 +90,7 @@ def accuracy_table(suite: Suite, variant: str, column: str, stem: str, title: st
     flagged = any(not_engaged(runs, r, s) for r in rows for s in settings)
     notes = [f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell "
              "(see the mechanism table)."] if flagged else []
+    notes += deviations_note(suite)
     return Table(stem, title, f"{caption} Cells: mean ± sample standard deviation over seeds (one seed has no ±) "
                  f"and n, the number of seeds. {BOLD_RULE} Unfinished, damaged, diverged and older-format runs "
                  "are never averaged in: see Excluded runs.",
@@ -282,7 +283,9 @@ def mechanism_table(suite: Suite, variant: str) -> Table:
     for setting, row, cell in _cells(runs, labels):
         cell = cell.sort_values(["seed", "run"])
         verdicts = list(cell["mechanism_engaged"])
-        evidence = cell["mechanism_evidence"].iloc[0] or "not recorded (older run)"
+        # A cell marked NO shows why: the evidence of its lowest failing seed, else of its lowest seed.
+        failing = cell[cell["mechanism_engaged"] == "no"]
+        evidence = (failing if len(failing) else cell)["mechanism_evidence"].iloc[0] or "not recorded (older run)"
         rows.append([Cell(row_title(row)), Cell(labels[setting]), Cell(_verdict_text(verdicts), bold="no" in verdicts),
                      Cell(evidence), Cell(_mean_text(cell["local_steps"], "{:.1f}")),
                      Cell(_mean_text(cell["drift"], "{:.3g}"))])
@@ -298,7 +301,7 @@ def mechanism_table(suite: Suite, variant: str) -> Table:
                  "tenth of their mean; FedMix: the shared means' terms are at least 2% of the loss). A cell whose "
                  f"mechanism did not engage is marked {NOT_ENGAGED} in the accuracy tables: its number measures "
                  "something other than the method.",
-                 ["Algorithm", "Setting", "Engaged", "Evidence (lowest seed)", "Local steps", "Drift"], rows,
+                 ["Algorithm", "Setting", "Engaged", "Evidence (lowest failing seed, else lowest seed)", "Local steps", "Drift"], rows,
                  label_columns=4, empty_text="No finished runs.", notes=[provenance(suite.name, runs).line()])
 
 
@@ -389,3 +392,30 @@ def _cell(runs: pd.DataFrame, row, setting) -> pd.DataFrame:
 
 def _cell_key(run) -> tuple:
     return (run["algorithm"], run["row_label"]), setting_of(run)
+
+
+
+def deviations_table(suite: Suite) -> Table:
+    """The algorithm hyperparameters the suite sets away from the official code's values, with the reason
+    its file gives for each (the suite folder's deviations.csv)."""
+    rows = [[Cell(r["algorithm"]), Cell(r["setting"]), Cell(r["ours"]), Cell(r["official"]),
+             Cell(r["why"])] for r in suite.deviations or []]
+    return Table("deviations", "Deviations from the official hyperparameters",
+                 "Each algorithm hyperparameter this suite sets away from the official code's value (per dataset "
+                 "where they differ), and why, as the suite file's [deviations] table states it: an ablation "
+                 "scored on the validation split, or a budget cut. A suite file with that table must list every "
+                 "deviation of its cells; the suite does not load otherwise.",
+                 ["Algorithm", "Setting", "Ours", "Official", "Why (suite file)"], rows, label_columns=5,
+                 empty_text="None: every algorithm hyperparameter of this suite is the official code's value.")
+
+
+def deviations_note(suite: Suite) -> list[str]:
+    """One footnote naming every deviation of the suite (empty when it has none or did not record them)."""
+    by_algorithm: dict[str, list[str]] = {}
+    for r in suite.deviations or []:
+        by_algorithm.setdefault(r["algorithm"], []).append(f"{r['setting']} {r['ours']} (official {r['official']})")
+    if not by_algorithm:
+        return []
+    listed = "; ".join(f"{a}: {', '.join(items)}" for a, items in by_algorithm.items())
+    return [f"Hyperparameters away from the official code's: {listed}. The deviations table gives the reason for "
+            "each."]

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.store.schema import DEVIATIONS_FILE, write_deviations
 from reports.errors import ReportError
 from reports.frames import (CURVE_COLUMNS, DERIVED, PARTITION_COLUMNS, RUN_COLUMNS, Suite, normalise_curves,
                             normalise_partitions, normalise_runs)
+from reports.load import suite_deviations
 from reports.tuning import tuned_overrides
 
 RUNS_CSV, CURVES_CSV, PARTITIONS_CSV = "runs.csv", "curves.csv", "partitions.csv"
@@ -39,7 +41,11 @@ def write_csvs(suite: Suite, out: Path, drawn_partitions: list[str]) -> list[Pat
     files = [(out / RUNS_CSV, suite.runs), (out / CURVES_CSV, suite.curves), (out / PARTITIONS_CSV, parts)]
     for path, frame in files:
         frame.to_csv(path, index=False, lineterminator="\n")
-    return [path for path, _ in files]
+    written = [path for path, _ in files]
+    if suite.deviations is not None:
+        write_deviations(out / DEVIATIONS_FILE, suite.deviations)
+        written.append(out / DEVIATIONS_FILE)
+    return written
 
 
 def load_csvs(suite: str, directory: Path) -> Suite:
@@ -66,7 +72,8 @@ def load_csvs(suite: str, directory: Path) -> Suite:
                           "does not list as included")
     images = {run: directory / synthetic_name(run) for run in runs["run"]
               if (directory / synthetic_name(run)).is_file()}
-    return Suite(suite, runs, curves, partitions, images, tuned_overrides(directory))
+    return Suite(suite, runs, curves, partitions, images, tuned_overrides(directory),
+                 suite_deviations(directory / DEVIATIONS_FILE))
 
 
 def _read(path: Path, columns: dict, normalise, optional=()) -> pd.DataFrame:

@@ -189,6 +189,18 @@ HOSTILE = [
     ("suite-foreign-table-bad", _suite(SUITE_BASE + "[base.algorithms.fedprox]\nmu = -1\n"),
      "s.toml: algorithms.fedprox.mu: -1 must be >= 0"),
     ("sweep-set-bad", _suite(SUITE_BASE + _AXES, "--set", "partition=0.5"), "partition: 0.5 is a value"),
+    # [deviations]: every algorithm hyperparameter away from the official value has a reason, and only those
+    ("deviation-without-reason", _suite(SUITE_BASE + '[base.algorithms.fedprox]\nmu = 0.5\n[axes]\n'
+                                        'algorithm = ["fedprox"]\n[deviations]\n'),
+     "s.toml: deviations.algorithms.fedprox.mu: the cells set 0.5 (official 0.01, in synthetic cells); say why"),
+    ("deviation-reason-unused", _suite(SUITE_BASE + _AXES + '[deviations]\n"algorithms.fedprox.mu" = "why"\n'),
+     "s.toml: deviations.algorithms.fedprox.mu: no cell sets it away from the official value"),
+    ("deviation-not-a-setting", _suite(SUITE_BASE + _AXES + '[deviations]\n"algorithms.fedprox.nu" = "why"\n'),
+     "s.toml: deviations.algorithms.fedprox.nu: 'nu' is not a setting of fedprox (allowed: mu)"),
+    ("deviation-not-an-algorithm-setting", _suite(SUITE_BASE + _AXES + '[deviations]\nrounds = "why"\n'),
+     "s.toml: deviations.rounds: must name an algorithm hyperparameter"),
+    ("deviation-empty-reason", _suite(SUITE_BASE + _AXES + '[deviations]\n"algorithms.fedprox.mu" = " "\n'),
+     "s.toml: deviations.algorithms.fedprox.mu: must be a non-empty string"),
     # set-files and arguments
     ("set-file-empty", _with_set_file(""), "o.toml is empty"),
     ("set-file-scope-only", _with_set_file('[scope]\nalgorithm = "fedprox"\n'), "o.toml has a [scope] but sets nothing"),
@@ -288,6 +300,22 @@ def test_runs_made_with_overrides_file_apart_and_are_reportable(tmp_path, capsys
     assert sorted(p.name for p in results.iterdir()) == sorted(["mini", derived])
     assert main(["report", derived, "--results", str(results), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_a_sweep_records_the_suite_s_deviations_and_their_reasons(tmp_path, capsys):
+    from benchmarks.store.schema import read_deviations
+    results = tmp_path / "results"
+    path = _write_suite(tmp_path, SUITE_BASE + '[base.algorithms.fedprox]\nmu = 0.5\n[axes]\nalgorithm = ["fedprox"]\n'
+                                               '[deviations]\n"algorithms.fedprox.mu" = "ablation X"\n')
+    assert main(["sweep", str(path), "--results", str(results), "--no-progress"]) == 0
+    assert read_deviations(results / "mini" / "deviations.csv") == [
+        {"algorithm": "FedProx", "setting": "mu", "ours": "0.5", "official": "0.01", "why": "ablation X"}]
+    assert main(["sweep", str(path), "--results", str(results), "--no-progress", "--set", "clients.lr=0.01",
+                 "--set", "algorithms.fedprox.mu=0.01"]) == 0  # back to the official value: nothing to explain
+    (derived,) = [p for p in results.iterdir() if p.name != "mini"]
+    assert read_deviations(derived / "deviations.csv") == []
+    assert main(["report", "mini", "--results", str(results), "--out", str(tmp_path / "report")]) == 0
+    assert "FedProx: mu 0.5 (official 0.01)" in (tmp_path / "report" / "main_table.md").read_text()
 
 
 def test_a_single_run_with_overrides_files_apart_and_says_where(finished, tmp_path, capsys):

@@ -260,7 +260,8 @@ def test_gain_over_fedavg_is_paired_and_beside_the_paper(built):
     cells = _row(gain, "FedProx")
     assert cells[3] == f"+10.00 ± 0.00 / {paper['fedprox', 'fmnist', 0.16] - paper['fedavg', 'fmnist', 0.16]:+.2f}"
     # DynaFed at 0.01 ran seed 0 only: paired with FedAvg's seed 0 (70%), not with FedAvg's mean (72%).
-    assert _row(gain, "DynaFed")[1].startswith("+15.00 (n=1) / ")
+    # Its mechanism did not engage there, so the gain carries the mark the accuracy tables give it.
+    assert _row(gain, "DynaFed")[1].startswith("+15.00 (n=1)‡ / ")
 
 
 def test_cost_table_uses_cpu_seconds_only_where_every_run_of_the_cell_has_them(built):
@@ -656,3 +657,38 @@ def test_best_validation_table_says_so_when_it_would_repeat_the_main_table(tmp_p
     best = (tmp_path / "out" / "best_val_table.md").read_text()
     assert "would repeat the main table" in best and "| FedAvg" not in best and "‡" not in best
     assert "| FedAvg" in (tmp_path / "out" / "main_table.md").read_text()
+
+
+def test_a_suite_s_deviations_get_a_table_a_footnote_and_survive_a_rebuild_from_csvs(tmp_path):
+    from benchmarks.store.schema import write_deviations
+    suite = tmp_path / "results" / "dev"
+    for seed in range(2):
+        write_run(suite, "fedavg", "fmnist", 0.01, seed, [0.1, 0.6 + 0.1 * seed])
+    write_deviations(suite / "deviations.csv", [
+        {"algorithm": "DynaFed", "setting": "ipc", "ours": "10 (fmnist); 2 (cifar100)", "official": "15",
+         "why": "budget cut, not ablated"}])
+    build_report("dev", tmp_path / "results", tmp_path / "out")
+    table = (tmp_path / "out" / "deviations.md").read_text()
+    assert _row(table, "DynaFed") == ["DynaFed", "ipc", "10 (fmnist); 2 (cifar100)", "15", "budget cut, not ablated"]
+    note = "Hyperparameters away from the official code's: DynaFed: ipc 10 (fmnist); 2 (cifar100) (official 15)."
+    assert note in (tmp_path / "out" / "main_table.md").read_text()
+    assert 'id="deviations"' in (tmp_path / "out" / "index.html").read_text()
+    build_from_csv("dev", tmp_path / "out", tmp_path / "again")
+    _assert_same_tree(tmp_path / "out", tmp_path / "again")
+
+
+def test_without_deviations_csv_the_report_has_no_deviations_section(built):
+    _, out = built
+    assert not (out / "deviations.md").exists() and "official code's" not in (out / "main_table.md").read_text()
+
+
+def test_a_cell_marked_not_engaged_shows_the_failing_seed_s_evidence(tmp_path):
+    suite = tmp_path / "results" / "mech"
+    for seed, engaged in ((0, True), (1, False)):
+        path = write_run(suite, "dynafed", "fmnist", 0.01, seed, [0.1, 0.6])
+        summary = json.loads((path / "summary.json").read_text())
+        summary["mechanism"] = {"engaged": engaged, "evidence": f"seed {seed} evidence", "series": {}}
+        (path / "summary.json").write_text(json.dumps(summary))
+    build_report("mech", tmp_path / "results", tmp_path / "out")
+    row = _row((tmp_path / "out" / "mechanism.md").read_text(), "DynaFed")
+    assert row[2] == "**NO (1 of 2 seeds)**" and row[3] == "seed 1 evidence"

@@ -29,7 +29,7 @@ def _claim(root, index, host, pid):
 
 def _finished(root) -> list[str]:
     folder = root / "smoke"
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.exists() else []
 
 
 def test_list_cells_prints_index_run_id_and_state(tmp_path, capsys, monkeypatch):

@@ -34,12 +34,36 @@ class SearchRange:
     choices: tuple | None = None
 
 
+_AS_DEFAULT = object()
+
+
 def setting(default: Any, *, doc: str = "", choices: tuple | None = None, gt: float | None = None,
             ge: float | None = None, le: float | None = None, lt: float | None = None,
-            tune: SearchRange | None = None) -> Any:
-    """Declare a validated field. ``choices`` lists allowed values; gt/ge/le/lt bound numbers."""
-    meta = {"doc": doc, "choices": choices, "gt": gt, "ge": ge, "le": le, "lt": lt, "tune": tune}
+            tune: SearchRange | None = None, official: Any = _AS_DEFAULT,
+            official_by_dataset: dict[str, Any] | None = None, diagnostic: bool = False) -> Any:
+    """Declare a validated field. ``choices`` lists allowed values; gt/ge/le/lt bound numbers. For an
+    algorithm hyperparameter, ``official`` is the reference code's value where the default is not,
+    ``official_by_dataset`` its value for the datasets whose released scripts set another, and
+    ``diagnostic`` marks a setting that changes only what a run records, never the trained model."""
+    meta = {"doc": doc, "choices": choices, "gt": gt, "ge": ge, "le": le, "lt": lt, "tune": tune,
+            "official": default if official is _AS_DEFAULT else official,
+            "official_by_dataset": dict(official_by_dataset or {}), "diagnostic": diagnostic}
     return field(default=default, metadata=meta)
+
+
+def official_deviations(params: Any, dataset: str | None = None) -> dict[str, tuple[Any, Any]]:
+    """The fields of the settings dataclass ``params`` whose value is not the reference code's (for
+    ``dataset``): name -> (value, official). Diagnostic settings and fields declared without
+    :func:`setting` are skipped."""
+    out = {}
+    for f in dataclasses.fields(params):
+        if "official" not in f.metadata or f.metadata.get("diagnostic"):
+            continue
+        official = f.metadata["official_by_dataset"].get(dataset, f.metadata["official"])
+        value = getattr(params, f.name)
+        if value != official:
+            out[f.name] = (value, official)
+    return out
 
 
 def _type_name(tp: Any) -> str:

@@ -19,7 +19,7 @@ from benchmarks.experiments.config import RunConfig, config_from_dict
 from benchmarks.experiments.ray_cells import RayOptions
 from benchmarks.store.rundir import RunDirectory, results_root
 from benchmarks.core.dotted import get_dotted
-from benchmarks.store.schema import is_complete, read_summary
+from benchmarks.store.schema import DEVIATIONS_FILE, is_complete, read_summary, write_deviations
 from benchmarks.experiments.suites import Suite
 
 
@@ -44,6 +44,7 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
     from tqdm import tqdm
 
     root = results_root(results)
+    write_deviations(root / suite.name / DEVIATIONS_FILE, suite.deviations)
     suite, notes = suite.runnable(data_dir)
     for note in notes:
         print(note, file=sys.stderr)

@@ -6,8 +6,10 @@ A run folder ``<root>/<suite>/<run_id>/`` holds:
 - ``timings.csv``: the same format, wall and CPU seconds (split ``time``);
 - ``summary.json``: schema version, config, execution settings and the executor used, algorithm and
   dataset titles, versions and hardware, partition statistics, final and best-validation accuracy.
-The runner writes through :class:`benchmarks.store.rundir.RunDirectory`; the sweep, the tuner and
-the reports read through the functions here. ``results/README.md`` documents the format for users.
+The suite folder ``<root>/<suite>/`` also holds ``deviations.csv``: the algorithm hyperparameters the
+suite sets away from the official code's values and the reasons its file gives (written by the sweep and
+by ``hetbench report``). The runner writes through :class:`benchmarks.store.rundir.RunDirectory`; the
+sweep, the tuner and the reports read through the functions here. ``results/README.md`` documents the format for users.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ ROUNDS_FILE = "rounds.csv"
 TIMINGS_FILE = "timings.csv"
 SUMMARY_FILE = "summary.json"
 LONG_HEADER = ("round", "split", "metric", "value")
+DEVIATIONS_FILE = "deviations.csv"
+DEVIATIONS_HEADER = ("algorithm", "setting", "ours", "official", "why")
 
 
 class SchemaError(ValueError):
@@ -105,3 +109,27 @@ def algorithm_title(summary: dict) -> str:
 
 def dataset_title(summary: dict) -> str:
     return get_dotted(summary, "dataset.title", None) or get_dotted(summary, "config.dataset.name", "?")
+
+
+def write_deviations(path: Path, rows: list[dict[str, str]]) -> None:
+    """``rows`` (DEVIATIONS_HEADER keys) as a CSV, replaced atomically so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=DEVIATIONS_HEADER, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: row[key] for key in DEVIATIONS_HEADER} for row in rows)
+    partial.replace(path)
+
+
+def read_deviations(path: Path) -> list[dict[str, str]] | None:
+    """The rows of a deviations.csv; None when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != DEVIATIONS_HEADER:
+            raise SchemaError(f"{path}: header {reader.fieldnames} is not {list(DEVIATIONS_HEADER)}")
+        return [dict(row) for row in reader]

@@ -21,6 +21,20 @@ def run(args) -> int:
 
     if not is_suite_name(args.suite):
         raise ConfigError(f"suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
+    if not args.from_csv:
+        refresh_deviations(args.suite, args.results)
     argv = [args.suite] + (["--results", args.results] if args.results else []) + (
         ["--from-csv", args.from_csv] if args.from_csv else []) + (["--out", args.out] if args.out else [])
     return report_main(argv)
+
+
+def refresh_deviations(suite: str, results: str | None) -> None:
+    """Rewrite the results folder's deviations.csv from the suite file as it is now, so the report gives
+    today's reasons (the sweep wrote the file when it started)."""
+    from benchmarks.experiments.suites import SUITES_DIR, load_suite
+    from benchmarks.store.rundir import results_root
+    from benchmarks.store.schema import DEVIATIONS_FILE, write_deviations
+
+    folder = results_root(results) / suite
+    if folder.is_dir() and (SUITES_DIR / f"{suite}.toml").is_file():
+        write_deviations(folder / DEVIATIONS_FILE, load_suite(suite).deviations)

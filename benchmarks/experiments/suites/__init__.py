@@ -4,16 +4,19 @@
 fine-tuning epochs). A suite expands to the cartesian product of its axes, in the order the axes are
 written; the file's grammar (``grammar.py``) and every cell are validated before any run starts. ``[suite]
 if_data_present`` lists datasets whose cells run only where that dataset is on the machine (CINIC-10,
-which no registry ships). Cells changed by ``--set``/``--set-file`` file under ``<name>@<hash>``."""
+which no registry ships). ``[deviations]`` (dotted algorithm setting -> reason) says why each algorithm
+hyperparameter set away from the official code's value is; when the table is there it must cover every
+such value and nothing else (``benchmarks.experiments.deviations``). Cells changed by ``--set``/``--set-file`` file under ``<name>@<hash>``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from benchmarks.core.dotted import get_dotted
 from benchmarks.core.typed import ConfigError
 from benchmarks.experiments.config import (RunConfig, SetFile, apply_overrides, apply_set_files, config_from_dict,
                                            filing_name, read_set_file, read_toml, resolved_values, set_dotted)
+from benchmarks.experiments.deviations import check_listed, deviation_rows
 from benchmarks.experiments.suites.grammar import SuiteSpec, parse_suite
 from benchmarks.store.rundir import SUITE_NAME_RULE, is_suite_name
 
@@ -29,6 +32,9 @@ class Suite:
     # The suite file's own name when ``--set``/``--set-file`` changed its cells and ``name`` is the
     # derived ``<own>@<tag>`` folder they file under instead.
     derived_from: str | None = None
+    # The cells' algorithm hyperparameters away from the official values, with the file's reasons
+    # (``deviations.deviation_rows``), as the suite folder's deviations.csv records them.
+    deviations: list[dict[str, str]] = field(default_factory=list)
 
     def runnable(self, data_dir=None) -> tuple[Suite, list[str]]:
         """This suite without the cells of ``if_data_present`` datasets that are not on this machine, and
@@ -78,6 +84,8 @@ def load_suite(name: str, overrides: list[str] | None = None, set_files: list[st
     try:
         raw = expand(spec)
         own = _unique([config_from_dict(cell) for cell in raw])
+        if spec.deviations is not None:
+            check_listed(spec.deviations, own)
     except ConfigError as exc:  # the suite file alone is wrong: say which file
         raise ConfigError(f"{spec.file}: {exc}") from None
     overrides = list(overrides or [])
@@ -85,7 +93,8 @@ def load_suite(name: str, overrides: list[str] | None = None, set_files: list[st
     cells = _unique(_overridden(raw, files, overrides, spec.name)) if files or overrides else own
     folder = filing_name(spec.name, own, cells, overrides, files)
     return Suite(name=folder, description=spec.description, cells=cells, if_data_present=spec.if_data_present,
-                 derived_from=spec.name if folder != spec.name else None)
+                 derived_from=spec.name if folder != spec.name else None,
+                 deviations=deviation_rows(cells, spec.deviations))
 
 
 def expand(spec: SuiteSpec) -> list[dict]:

@@ -6,6 +6,7 @@ missing cells (or running the wrong ones) is found only after hours of sweeping.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from benchmarks.engine.api import get_algorithm
 from benchmarks.engine.settings import EXECUTION_KEYS, ExecutionConfig, RunConfig
 from benchmarks.store.rundir import SUITE_NAME_RULE, is_suite_name
 
-SECTIONS = ("suite", "base", "axes", "when")
+SECTIONS = ("suite", "base", "axes", "when", "deviations")
 SUITE_KEYS = ("name", "description", "if_data_present")
 RULE_KEYS = ("match", "set")
 
@@ -41,6 +42,9 @@ class SuiteSpec:
     base: dict
     axes: list[tuple[str, list]]
     rules: list[Rule]
+    # Why each algorithm hyperparameter that differs from the official code's value does
+    # ("algorithms.dynafed.ipc" -> reason); None when the file has no [deviations] table.
+    deviations: dict[str, str] | None = None
 
     def combos(self):
         """Each cell's axis values, as (dotted key, value) pairs, in the order the axes are written."""
@@ -69,6 +73,7 @@ def _parse(path: Path, data: dict) -> SuiteSpec:
     if not base and not axes:
         raise ConfigError("has no [base] and no [axes]: it would run the defaults alone")
     rules = _rules(data.get("when", []))
+    deviations = _deviations(_table(data["deviations"], "deviations")) if "deviations" in data else None
     for key in meta:
         if key not in SUITE_KEYS:
             hint = "; an axis goes under [axes]" if isinstance(meta[key], (list, dict)) else ""
@@ -84,7 +89,7 @@ def _parse(path: Path, data: dict) -> SuiteSpec:
     if not isinstance(optional, list) or not all(isinstance(n, str) and n in DATASET_NAMES for n in optional):
         raise ConfigError(f"suite.if_data_present: {optional!r} must be a list of dataset names "
                           f"({', '.join(DATASET_NAMES)})")
-    return SuiteSpec(path.name, name, description, tuple(optional), base, axes, rules)
+    return SuiteSpec(path.name, name, description, tuple(optional), base, axes, rules, deviations)
 
 
 def _table(value: Any, section: str) -> dict:
@@ -130,6 +135,24 @@ def _rules(value: Any) -> list[Rule]:
                            for key, v in _flat_items(table, f"{where}.{part}")}
         rules.append(Rule(where, parts["match"], dict(_flat_items(rule["set"], f"{where}.set"))))
     return rules
+
+
+def _deviations(table: dict) -> dict[str, str]:
+    reasons = {}
+    for key, reason in _flat_items(table, "deviations"):
+        parts = key.split(".")
+        if len(parts) != 3 or parts[0] != "algorithms" or parts[1] not in algorithms.algorithm_names():
+            raise ConfigError(f"deviations.{key}: must name an algorithm hyperparameter, "
+                              f"algorithms.<{'|'.join(algorithms.algorithm_names())}>.<setting>")
+        fields = [f.name for f in dataclasses.fields(get_algorithm(parts[1]).Params)]
+        if parts[2] not in fields:
+            raise ConfigError(f"deviations.{key}: {parts[2]!r} is not a setting of {parts[1]} "
+                              f"(allowed: {', '.join(fields)})")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(f"deviations.{key}: must be a non-empty string saying why (the ablation behind "
+                              "it, or that it is a budget cut)")
+        reasons[key] = " ".join(reason.split())
+    return reasons
 
 
 def _flat_items(table: dict, where: str) -> list[tuple[str, Any]]:
