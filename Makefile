@@ -54,23 +54,23 @@ perf: setup
 gpu-bundle: setup
 	$(PY) -m benchmarks perf --gpu-bundle .gpu
 
-# The paper grid at CPU cost with the paper's per-client regime (suite cpu_regime, ~4.3 h per seed on 2
-# idle cores by its estimate) and the full paper setting. Both resume: rerun the same command after an
+# The paper grid at CPU cost with the paper's per-client regime (suite cpu_regime, 6-7 h per seed on 2
+# cores, measured) and the full paper setting. Both resume: rerun the same command after an
 # interruption and finished runs (and checkpointed rounds) are kept.
 cpu: setup
 	$(PY) -m benchmarks estimate cpu_regime --jobs $(JOBS)
 	$(PY) -m benchmarks sweep cpu_regime --jobs $(JOBS)
-	$(PY) -m reports cpu_regime
+	$(PY) -m benchmarks report cpu_regime
 
 # Runs made with --set device=cuda file under paper@<hash> (a device changes numbers), so the report
 # reads the folder the suite's loader names.
 paper: setup
 	$(PY) -m benchmarks estimate paper --jobs $(JOBS) --set device=$(DEVICE)
 	$(PY) -m benchmarks sweep paper --jobs $(JOBS) --set device=$(DEVICE)
-	$(PY) -m reports $$($(PY) -c "from benchmarks.experiments.suites import load_suite; print(load_suite('paper', ['device=$(DEVICE)']).name)")
+	$(PY) -m benchmarks report $$($(PY) -c "from benchmarks.experiments.suites import load_suite; print(load_suite('paper', ['device=$(DEVICE)']).name)")
 
 report: $(STAMP)
-	$(PY) -m reports $(SUITE)
+	$(PY) -m benchmarks report $(SUITE)
 
 tune: setup
 	$(PY) -m benchmarks tune --algorithm fedprox --dataset fmnist --alpha 0.04 --trials 20 --base quick

@@ -65,10 +65,10 @@ class FedDFParams:
                                       doc="diagnostic: score the ensemble teacher on the validation split "
                                           "every k rounds (and the last); it costs a forward of every client "
                                           "model over the split")
-    augment: bool = setting(False, official=True,
+    augment: bool = setting(False, official=True, official_by_dataset={"fmnist": False},
                             doc="augment proxy batches as the official CIFAR loaders do (random crop with "
-                                "4-pixel zero padding, horizontal flip); the teachers then run on every batch "
-                                "instead of once a round")
+                                "4-pixel zero padding, horizontal flip; its MNIST loader does not augment); "
+                                "the teachers then run on every batch instead of once a round")
 
 
 @dataclass

@@ -34,6 +34,7 @@ one-off parts ``regl_prepare`` (training or loading the generator) and ``regl_ge
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -48,6 +49,8 @@ from benchmarks.engine.api import (ConfigError, derive_seed, evaluate, register,
 
 @dataclass(frozen=True)
 class ReGLParams:
+    # ReGL has no official code, so no setting of it deviates from one (benchmarks.core.typed).
+    OFFICIAL_CODE: ClassVar[bool] = False
     minority_fraction: float = setting(0.5, ge=0.0, le=1.0,
                                        doc="a class is lacking when the client holds fewer than this x its mean "
                                            "images per class (0: only classes it holds none of)",

@@ -24,6 +24,8 @@ class Table:
     label_columns: int = 1
     notes: list[str] = field(default_factory=list)
     empty_text: str = "No rows."
+    # LaTeX column spec when the default (labels left, numbers right) would run off the page
+    latex_columns: str | None = None
 
 
 def to_markdown(table: Table) -> str:
@@ -42,7 +44,7 @@ def to_markdown(table: Table) -> str:
 
 
 def to_latex(table: Table) -> str:
-    spec = "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
+    spec = table.latex_columns or "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
     lines = ["\\begin{table}[t]", "\\centering",
              f"\\caption{{{_tex(table.title)}. {_tex(table.caption)}}}", f"\\label{{tab:{table.stem}}}"]
     if table.rows:

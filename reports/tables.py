@@ -406,7 +406,9 @@ def deviations_table(suite: Suite) -> Table:
                  "scored on the validation split, or a budget cut. A suite file with that table must list every "
                  "deviation of its cells; the suite does not load otherwise.",
                  ["Algorithm", "Setting", "Ours", "Official", "Why (suite file)"], rows, label_columns=5,
-                 empty_text="None: every algorithm hyperparameter of this suite is the official code's value.")
+                 empty_text="None: every algorithm hyperparameter of this suite is the official code's value "
+                            "(run settings, such as clients, rounds or the data split, are outside this table).",
+                 latex_columns="llp{0.14\\linewidth}p{0.1\\linewidth}p{0.42\\linewidth}")
 
 
 def deviations_note(suite: Suite) -> list[str]:

@@ -199,6 +199,8 @@ HOSTILE = [
      "s.toml: deviations.algorithms.fedprox.nu: 'nu' is not a setting of fedprox (allowed: mu)"),
     ("deviation-not-an-algorithm-setting", _suite(SUITE_BASE + _AXES + '[deviations]\nrounds = "why"\n'),
      "s.toml: deviations.rounds: must name an algorithm hyperparameter"),
+    ("deviation-of-a-diagnostic", _suite(SUITE_BASE + _AXES + '[deviations]\n"algorithms.dynafed.quality_epochs" = "x"\n'),
+     "s.toml: deviations.algorithms.dynafed.quality_epochs: a diagnostic setting"),
     ("deviation-empty-reason", _suite(SUITE_BASE + _AXES + '[deviations]\n"algorithms.fedprox.mu" = " "\n'),
      "s.toml: deviations.algorithms.fedprox.mu: must be a non-empty string"),
     # set-files and arguments

@@ -54,8 +54,11 @@ def setting(default: Any, *, doc: str = "", choices: tuple | None = None, gt: fl
 def official_deviations(params: Any, dataset: str | None = None) -> dict[str, tuple[Any, Any]]:
     """The fields of the settings dataclass ``params`` whose value is not the reference code's (for
     ``dataset``): name -> (value, official). Diagnostic settings and fields declared without
-    :func:`setting` are skipped."""
-    out = {}
+    :func:`setting` are skipped, and so is every field of a class whose ``OFFICIAL_CODE`` is False (a
+    method without reference code)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    if not getattr(type(params), "OFFICIAL_CODE", True):
+        return out
     for f in dataclasses.fields(params):
         if "official" not in f.metadata or f.metadata.get("diagnostic"):
             continue

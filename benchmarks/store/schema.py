@@ -14,7 +14,10 @@ sweep, the tuner and the reports read through the functions here. ``results/READ
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,14 +115,20 @@ def dataset_title(summary: dict) -> str:
 
 
 def write_deviations(path: Path, rows: list[dict[str, str]]) -> None:
-    """``rows`` (DEVIATIONS_HEADER keys) as a CSV, replaced atomically so a reader never sees half a file."""
+    """``rows`` (DEVIATIONS_HEADER keys) as a CSV, replaced atomically so a reader never sees half a file.
+    Many sweep tasks (``--cell``, ``--shard``) may write the same file at once: each writes its own
+    temporary file, and none rewrites a file that already holds these rows."""
     path = Path(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=DEVIATIONS_HEADER, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: row[key] for key in DEVIATIONS_HEADER} for row in rows)
+    data = text.getvalue().encode("utf-8")
+    if path.is_file() and path.read_bytes() == data:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=DEVIATIONS_HEADER, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({key: row[key] for key in DEVIATIONS_HEADER} for row in rows)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    partial.write_bytes(data)
     partial.replace(path)
 
 
@@ -132,4 +141,9 @@ def read_deviations(path: Path) -> list[dict[str, str]] | None:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != DEVIATIONS_HEADER:
             raise SchemaError(f"{path}: header {reader.fieldnames} is not {list(DEVIATIONS_HEADER)}")
-        return [dict(row) for row in reader]
+        rows = [dict(row) for row in reader]
+    for number, row in enumerate(rows, start=2):
+        if any(value is None for value in row.values()) or None in row:
+            raise SchemaError(f"{path}: line {number} does not have the {len(DEVIATIONS_HEADER)} columns "
+                              f"{', '.join(DEVIATIONS_HEADER)}")
+    return rows

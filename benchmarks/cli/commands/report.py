@@ -29,12 +29,16 @@ def run(args) -> int:
 
 
 def refresh_deviations(suite: str, results: str | None) -> None:
-    """Rewrite the results folder's deviations.csv from the suite file as it is now, so the report gives
-    today's reasons (the sweep wrote the file when it started)."""
+    """Rewrite the results folder's deviations.csv for the suite's cells that have a run folder there, with
+    the reasons the suite file gives now (the sweep wrote the file, for every cell, when it started)."""
+    from benchmarks.experiments.deviations import collect, deviation_rows
     from benchmarks.experiments.suites import SUITES_DIR, load_suite
     from benchmarks.store.rundir import results_root
     from benchmarks.store.schema import DEVIATIONS_FILE, write_deviations
 
     folder = results_root(results) / suite
-    if folder.is_dir() and (SUITES_DIR / f"{suite}.toml").is_file():
-        write_deviations(folder / DEVIATIONS_FILE, load_suite(suite).deviations)
+    if not folder.is_dir() or not (SUITES_DIR / f"{suite}.toml").is_file():
+        return
+    loaded = load_suite(suite)
+    present = [cell for cell in loaded.cells if (folder / cell.run_id()).is_dir()]
+    write_deviations(folder / DEVIATIONS_FILE, deviation_rows(present, loaded.reasons, collect(loaded.cells)))

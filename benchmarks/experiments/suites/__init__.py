@@ -16,7 +16,7 @@ from benchmarks.core.dotted import get_dotted
 from benchmarks.core.typed import ConfigError
 from benchmarks.experiments.config import (RunConfig, SetFile, apply_overrides, apply_set_files, config_from_dict,
                                            filing_name, read_set_file, read_toml, resolved_values, set_dotted)
-from benchmarks.experiments.deviations import check_listed, deviation_rows
+from benchmarks.experiments.deviations import check_listed, collect, deviation_rows
 from benchmarks.experiments.suites.grammar import SuiteSpec, parse_suite
 from benchmarks.store.rundir import SUITE_NAME_RULE, is_suite_name
 
@@ -35,6 +35,8 @@ class Suite:
     # The cells' algorithm hyperparameters away from the official values, with the file's reasons
     # (``deviations.deviation_rows``), as the suite folder's deviations.csv records them.
     deviations: list[dict[str, str]] = field(default_factory=list)
+    # The suite file's [deviations] reasons (None when it has no such table)
+    reasons: dict[str, str] | None = None
 
     def runnable(self, data_dir=None) -> tuple[Suite, list[str]]:
         """This suite without the cells of ``if_data_present`` datasets that are not on this machine, and
@@ -94,7 +96,8 @@ def load_suite(name: str, overrides: list[str] | None = None, set_files: list[st
     folder = filing_name(spec.name, own, cells, overrides, files)
     return Suite(name=folder, description=spec.description, cells=cells, if_data_present=spec.if_data_present,
                  derived_from=spec.name if folder != spec.name else None,
-                 deviations=deviation_rows(cells, spec.deviations))
+                 deviations=deviation_rows(cells, spec.deviations, collect(own) if cells is not own else None),
+                 reasons=spec.deviations)
 
 
 def expand(spec: SuiteSpec) -> list[dict]:

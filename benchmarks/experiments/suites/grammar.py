@@ -144,10 +144,13 @@ def _deviations(table: dict) -> dict[str, str]:
         if len(parts) != 3 or parts[0] != "algorithms" or parts[1] not in algorithms.algorithm_names():
             raise ConfigError(f"deviations.{key}: must name an algorithm hyperparameter, "
                               f"algorithms.<{'|'.join(algorithms.algorithm_names())}>.<setting>")
-        fields = [f.name for f in dataclasses.fields(get_algorithm(parts[1]).Params)]
+        fields = {f.name: f for f in dataclasses.fields(get_algorithm(parts[1]).Params)}
         if parts[2] not in fields:
             raise ConfigError(f"deviations.{key}: {parts[2]!r} is not a setting of {parts[1]} "
                               f"(allowed: {', '.join(fields)})")
+        if fields[parts[2]].metadata.get("diagnostic"):
+            raise ConfigError(f"deviations.{key}: a diagnostic setting (it changes only what a run records, "
+                              "never the model) needs no reason; remove the line")
         if not isinstance(reason, str) or not reason.strip():
             raise ConfigError(f"deviations.{key}: must be a non-empty string saying why (the ablation behind "
                               "it, or that it is a budget cut)")
