@@ -44,7 +44,7 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
     from tqdm import tqdm
 
     root = results_root(results)
-    write_deviations(root / suite.name / DEVIATIONS_FILE, suite.deviations)
+    deviations = root / suite.name / DEVIATIONS_FILE
     suite, notes = suite.runnable(data_dir)
     for note in notes:
         print(note, file=sys.stderr)
@@ -59,7 +59,12 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
     bar = tqdm(total=len(suite.cells), initial=done, desc=f"sweep {suite.name}", unit="run", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     failures = []
+    # Written beside the runs once there are runs (a sweep refused before its first run leaves no folder).
+    if deviations.parent.is_dir():
+        write_deviations(deviations, suite.deviations)
     for cfg, exc in _outcomes(todo, suite.name, root, data_dir, jobs, progress, ray_options):
+        if deviations.parent.is_dir():
+            write_deviations(deviations, suite.deviations)
         if exc is not None:
             failures.append((cfg.run_id(), exc))
         bar.update(1)
