@@ -19,7 +19,7 @@ from reports.frames import Suite, rows_of, settings_of
 from reports.names import ALPHA_SCHEMES, BASELINE, algorithm_title, row_order, row_title, setting_labels, setting_order
 from reports.provenance import provenance
 from reports.render import Cell, Table
-from reports.tables import DASH, NOT_ENGAGED, Stats, cell_stats, deviations_note, not_engaged
+from reports.tables import DASH, NOT_ENGAGED, Stats, cell_stats, deviations_note, engaged_note, not_engaged
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "dynafed_table.csv"
 REDUCED = "†"
@@ -64,7 +64,7 @@ def paper_table(suite: Suite, variant: str, reference: dict | None = None) -> Ta
                "measures the reduction more than the method (see the gain table).")
     return Table("paper_comparison", "Comparison with the DynaFed paper (%)", caption,
                  ["Algorithm", "Setting", "n", "Ours", "Paper", "Δ"], rows, label_columns=2,
-                 notes=notes + _engaged_note(flagged) + deviations_note(suite) + [provenance(suite.name, runs).line()],
+                 notes=notes + engaged_note(flagged) + deviations_note(suite) + [provenance(suite.name, runs).line()],
                  empty_text="No run of this suite matches an (algorithm, dataset, α) of the DynaFed paper's table.")
 
 
@@ -109,12 +109,8 @@ def gain_table(suite: Suite, variant: str, reference: dict | None = None) -> Tab
     return Table("gain_over_fedavg", f"Gain over {fedavg}: ours / paper (points)", caption,
                  ["Algorithm"] + [labels[s] for s in settings], table_rows,
                  empty_text=f"No setting has both {fedavg} and another method.",
-                 notes=_engaged_note(flagged) + deviations_note(suite) + [provenance(suite.name, runs).line()])
+                 notes=engaged_note(flagged) + deviations_note(suite) + [provenance(suite.name, runs).line()])
 
-
-def _engaged_note(flagged: bool) -> list[str]:
-    return [f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell (see the "
-            "mechanism table): its number measures something other than the method."] if flagged else []
 
 
 def paired_gain(runs: pd.DataFrame, row, setting, baseline) -> Stats | None:

@@ -88,9 +88,7 @@ def accuracy_table(suite: Suite, variant: str, column: str, stem: str, title: st
             cells.append(Cell(cell.text + NOT_ENGAGED, cell.bold) if not_engaged(runs, row, s) else cell)
         table_rows.append(cells)
     flagged = any(not_engaged(runs, r, s) for r in rows for s in settings)
-    notes = [f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell "
-             "(see the mechanism table)."] if flagged else []
-    notes += deviations_note(suite)
+    notes = engaged_note(flagged) + deviations_note(suite)
     return Table(stem, title, f"{caption} Cells: mean ± sample standard deviation over seeds (one seed has no ±) "
                  f"and n, the number of seeds. {BOLD_RULE} Unfinished, damaged, diverged and older-format runs "
                  "are never averaged in: see Excluded runs.",
@@ -132,6 +130,12 @@ def best_val_table(suite: Suite, variant: str) -> Table:
                        "(a suite evaluated only at its end has no other), so this table would repeat the main "
                        "table.")
     return table
+
+
+def engaged_note(flagged: bool) -> list[str]:
+    """The footnote explaining ‡, for a table that marked at least one cell with it."""
+    return [f"{NOT_ENGAGED} The method's mechanism did not engage in at least one seed of this cell "
+            "(see the mechanism table)."] if flagged else []
 
 
 def not_engaged(runs: pd.DataFrame, row, setting) -> bool:
