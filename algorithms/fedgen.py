@@ -28,6 +28,11 @@ Deliberate deviations from the official code, and choices it leaves open:
 - The generator is trained in ``after_aggregate`` rather than just before aggregation as in the official
   loop; it reads only the clients' own heads, so the order changes nothing.
 - The generator is initialised from its own seeded stream, so it never shifts the global torch RNG.
+
+Diagnostics (ours; they change no trained number): the generator's teacher and diversity losses, how
+often the clients' heads classify its features (always near 100%: it is trained for exactly that), and
+the mechanism test, a linear probe trained only on generated features and scored on the global model's
+features of real validation images (``probe_accuracy``).
 """
 from __future__ import annotations
 
@@ -128,6 +133,9 @@ def diversity_loss(noise: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
 class FedGen(FedAvg):
     Params = FedGenParams
     tiny_budget = {"generator_steps": 3}
+    PROBE_PER_CLASS = 32
+    PROBE_STEPS = 100
+    PROBE_LR = 1e-2
     client_reads_server_state = ("the clients' teacher and latent terms run the server's generator, which "
                                  "client_config does not send")
 
@@ -202,6 +210,10 @@ class FedGen(FedAvg):
         self.server.log("generator_teacher_loss", teacher)
         self.server.log("generator_diversity_loss", diversity)
         self.server.log("generator_teacher_accuracy", self.generator_accuracy(rnd, updates))
+        with self.server.timed("probe_diagnostic"):
+            probe, own_head = self.probe_accuracy(rnd, global_model)
+        self.server.log("generator_probe_val_accuracy", probe)
+        self.server.log("global_head_probe_val_accuracy", own_head)
 
     def client_heads(self, updates: list[ClientUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each sampled client's own trained head, (K, C, D) weights and (K, C) biases."""
@@ -246,16 +258,73 @@ class FedGen(FedAvg):
         logits = (torch.matmul(features, head_w.transpose(1, 2)) + head_b[:, None, :]).mean(0)
         return float((logits.argmax(1) == labels).float().mean())
 
+    @torch.no_grad()
+    def _real_val_features(self, global_model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global model's features of the validation images whose class some client holds."""
+        val = self.server.val
+        keep = torch.isin(val.y, self.available_labels.to(val.y.device))
+        x, y = val.x[keep], val.y[keep]
+        step = self.server.eval_batch_size
+        was_training = global_model.training
+        global_model.eval()
+        features = torch.cat([global_model.features(x[i:i + step]) for i in range(0, len(x), step)])
+        global_model.train(was_training)
+        return features, y
+
+    def probe_accuracy(self, rnd: int, global_model: nn.Module) -> tuple[float, float]:
+        """Validation accuracy of a linear head trained only on the generator's features, applied to the
+        global model's features of real validation images (classes some client holds); and, for scale, the
+        global model's own head's accuracy on the same images (the most a linear head on them is likely to get).
+
+        The clients' heads always classify the generator's features (it is trained to make them agree), so
+        that number cannot tell a generator that learnt the classes' real feature distribution from one that
+        found any region the heads label confidently. A head that learnt from generated features alone and
+        still classifies real ones can only do so if the generated features resemble the real ones: the
+        knowledge FedGen's regulariser is meant to carry to clients. Zero-initialised, full-batch Adam on
+        ``PROBE_PER_CLASS`` samples of each held class, from its own seeded stream (no run stream moves).
+        """
+        real, real_labels = self._real_val_features(global_model)
+        if len(real_labels) == 0:
+            return 0.0, 0.0
+        with torch.no_grad():
+            own_head = float((global_model.head(real).argmax(1) == real_labels).float().mean())
+        device = self.server.device
+        labels = self.available_labels.to(device).repeat_interleave(self.PROBE_PER_CLASS)
+        rng = self.server.generator("fedgen-probe", rnd)
+        noise = torch.rand(len(labels), self.params.noise_dim, generator=rng, device=device)
+        with torch.no_grad():
+            generated = self.generator(noise, labels)
+        # Plain zero tensors, not nn.Linear, whose initialisation would draw from the global RNG.
+        weight = torch.zeros(self.server.num_classes, self.feature_dim, device=device, requires_grad=True)
+        bias = torch.zeros(self.server.num_classes, device=device, requires_grad=True)
+        optimizer = torch.optim.Adam((weight, bias), lr=self.PROBE_LR)
+        with torch.enable_grad():
+            for _ in range(self.PROBE_STEPS):
+                loss = F.cross_entropy(F.linear(generated, weight, bias), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            probe = float((F.linear(real, weight, bias).argmax(1) == real_labels).float().mean())
+        return probe, own_head
+
     def mechanism(self, series):
-        accuracy = series.get("server.generator_teacher_accuracy", {})
-        if not accuracy:
+        probe = series.get("server.generator_probe_val_accuracy", {})
+        if not probe:
             return {"engaged": False, "evidence": "the generator never trained"}
-        last = accuracy[max(accuracy)]
-        chance = 1.0 / self.server.num_classes
+        last = probe[max(probe)]
+        chance = 1.0 / len(self.available_labels)
+        def last_text(key: str) -> str:
+            values = series.get(key, {})
+            return f"{100 * values[max(values)]:.1f}%" if values else "not recorded"
+
         return {"engaged": last >= 2 * chance,
-                "evidence": f"the clients' heads classify the generator's last features correctly "
-                            f"{100 * last:.1f}% of the time (chance {100 * chance:.1f}%, engaged at 2x chance); "
-                            f"teacher loss {series_mean(series, 'server.generator_teacher_loss'):.3g} (mean)"}
+                "evidence": f"a linear head trained only on the generator's last features classifies real "
+                            f"validation features {100 * last:.1f}% of the time (chance {100 * chance:.1f}%, "
+                            f"engaged at 2x chance; the global model's own head "
+                            f"{last_text('server.global_head_probe_val_accuracy')}); the clients' heads classify "
+                            f"its features {last_text('server.generator_teacher_accuracy')}; teacher loss "
+                            f"{series_mean(series, 'server.generator_teacher_loss'):.3g} (mean)"}
 
     # ---- state -------------------------------------------------------------------------------
     def server_state(self) -> dict:

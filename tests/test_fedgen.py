@@ -103,9 +103,9 @@ def test_local_loss_is_fedavgs_cross_entropy_without_the_regulariser(tiny):
 
 
 def test_generator_is_frozen_in_eval_mode_during_client_training(tiny):
-    _, _, _, alg, executor, _, flat = setup_fedgen(tiny, generator_steps=3)
+    _, _, _, alg, executor, model, flat = setup_fedgen(tiny, generator_steps=3)
     updates = executor.train_round(1, [0, 1], flat, alg)
-    alg.after_aggregate(1, None, flat, updates)
+    alg.after_aggregate(1, model, flat, updates)
     before = copy.deepcopy(alg.generator.state_dict())
     modes = []
     alg.generator.register_forward_pre_hook(lambda module, args: modes.append(module.training))
@@ -127,19 +127,21 @@ def test_client_loss_has_no_gradient_path_into_the_generator(tiny):
 
 
 def test_generator_training_changes_the_generator_and_logs_losses(tiny):
-    _, _, server, alg, executor, _, flat = setup_fedgen(tiny, generator_steps=5)
+    _, _, server, alg, executor, model, flat = setup_fedgen(tiny, generator_steps=5)
     before = copy.deepcopy(alg.generator.state_dict())
-    alg.after_aggregate(1, None, flat, executor.train_round(1, [0, 1, 2], flat, alg))
+    alg.after_aggregate(1, model, flat, executor.train_round(1, [0, 1, 2], flat, alg))
     assert not torch.equal(before["net.0.weight"], alg.generator.net[0].weight)
-    assert set(server.diagnostics) == {"generator_teacher_loss", "generator_diversity_loss", "generator_teacher_accuracy"}
+    assert set(server.diagnostics) == {"generator_teacher_loss", "generator_diversity_loss", "generator_teacher_accuracy",
+                                       "generator_probe_val_accuracy", "global_head_probe_val_accuracy"}
     assert 0.0 <= server.diagnostics["generator_teacher_accuracy"] <= 1.0
-    assert "generator" in server.timings
+    assert 0.0 <= server.diagnostics["generator_probe_val_accuracy"] <= 1.0
+    assert "generator" in server.timings and "probe_diagnostic" in server.timings
     assert not alg.generator.training
 
 
 def test_server_state_round_trips(tiny):
-    _, _, _, alg, executor, _, flat = setup_fedgen(tiny, generator_steps=3)
-    alg.after_aggregate(1, None, flat, executor.train_round(1, [0, 1], flat, alg))
+    _, _, _, alg, executor, model, flat = setup_fedgen(tiny, generator_steps=3)
+    alg.after_aggregate(1, model, flat, executor.train_round(1, [0, 1], flat, alg))
     state = alg.server_state()
     fresh = setup_fedgen(tiny, generator_steps=3)[3]
     fresh.load_server_state(state)
@@ -164,3 +166,41 @@ def test_tiny_run_is_deterministic(tiny, tmp_path):
     assert rows == (second / "rounds.csv").read_bytes()
     assert b"server,generator_teacher_loss" in rows
     assert b"server_generator_seconds" in (first / "timings.csv").read_bytes()
+
+
+class _CentroidGenerator(torch.nn.Module):
+    """Stands in for a trained generator: each label's output is a fixed vector (plus noise)."""
+
+    def __init__(self, centres: torch.Tensor, label_blind: bool = False):
+        super().__init__()
+        self.centres, self.label_blind = centres, label_blind
+
+    def forward(self, noise, labels):
+        if self.label_blind:  # one shared vector whatever the label: nothing about the classes
+            return self.centres.mean(0).expand(len(labels), -1) + noise[:, :1]
+        return self.centres[labels] + 0.01 * noise[:, :1]
+
+
+def test_probe_reads_real_features_only_when_generated_features_resemble_them(tiny):
+    _, _, server, alg, _, model, _ = setup_fedgen(tiny)
+    real, labels = alg._real_val_features(model)
+    centres = torch.stack([real[labels == c].mean(0) if (labels == c).any() else torch.zeros(real.shape[1])
+                           for c in range(server.num_classes)])
+    alg.generator = _CentroidGenerator(centres)
+    informed, _ = alg.probe_accuracy(1, model)
+    alg.generator = _CentroidGenerator(centres, label_blind=True)
+    blind, _ = alg.probe_accuracy(1, model)
+    chance = 1.0 / len(alg.available_labels)
+    assert informed >= 2 * chance
+    assert blind < 2 * chance
+    assert informed > blind
+
+
+def test_probe_uses_validation_images_of_held_classes_and_moves_no_global_rng(tiny):
+    _, _, server, alg, _, model, _ = setup_fedgen(tiny)
+    _, labels = alg._real_val_features(model)
+    assert set(labels.tolist()) <= set(alg.available_labels.tolist())
+    state = torch.random.get_rng_state()
+    first = alg.probe_accuracy(2, model)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert alg.probe_accuracy(2, model) == first

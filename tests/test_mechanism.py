@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import types
 
+import torch
+
 from algorithms.abavg import ABAvg
 from algorithms.dynafed import DynaFed
 from algorithms.fedavg import FedAvg
@@ -39,9 +41,20 @@ def test_feddf_needs_a_teacher_better_than_the_student_in_most_scored_rounds():
     assert _judge(FedDF, before)["engaged"] is False  # never scored: nothing ran
 
 
-def test_fedgen_needs_generator_accuracy_of_twice_chance():
-    assert _judge(FedGen, {"server.generator_teacher_accuracy": {1: 0.1, 2: 0.25}})["engaged"] is True
-    assert _judge(FedGen, {"server.generator_teacher_accuracy": {1: 0.9, 2: 0.15}})["engaged"] is False
+def test_fedgen_needs_a_probe_trained_on_generated_features_to_reach_twice_chance_on_real_ones():
+    def judge(series, held_classes):
+        algorithm = FedGen.__new__(FedGen)
+        algorithm.server = types.SimpleNamespace(num_classes=10)
+        algorithm.available_labels = torch.arange(held_classes)
+        return algorithm.mechanism(series)
+
+    assert judge({"server.generator_probe_val_accuracy": {1: 0.1, 2: 0.25}}, 10)["engaged"] is True
+    assert judge({"server.generator_probe_val_accuracy": {1: 0.9, 2: 0.15}}, 10)["engaged"] is False
+    # chance is over the classes the clients hold: 0.25 is only chance when 4 classes are held
+    assert judge({"server.generator_probe_val_accuracy": {1: 0.25}}, 4)["engaged"] is False
+    # the clients' heads agreeing with the generator is not enough (it is trained to make them agree)
+    verdict = judge({"server.generator_teacher_accuracy": {1: 1.0}}, 10)
+    assert verdict["engaged"] is False
 
 
 def test_dynafed_needs_a_synthetic_set_that_trains_models_to_twice_chance():
