@@ -211,9 +211,10 @@ class FedGen(FedAvg):
         self.server.log("generator_diversity_loss", diversity)
         self.server.log("generator_teacher_accuracy", self.generator_accuracy(rnd, updates))
         with self.server.timed("probe_diagnostic"):
-            probe, own_head = self.probe_accuracy(rnd, global_model)
-        self.server.log("generator_probe_val_accuracy", probe)
-        self.server.log("global_head_probe_val_accuracy", own_head)
+            scores = self.probe_accuracy(rnd, global_model)
+        if scores is not None:
+            self.server.log("generator_probe_val_accuracy", scores[0])
+            self.server.log("global_head_probe_val_accuracy", scores[1])
 
     def client_heads(self, updates: list[ClientUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each sampled client's own trained head, (K, C, D) weights and (K, C) biases."""
@@ -258,11 +259,23 @@ class FedGen(FedAvg):
         logits = (torch.matmul(features, head_w.transpose(1, 2)) + head_b[:, None, :]).mean(0)
         return float((logits.argmax(1) == labels).float().mean())
 
-    @torch.no_grad()
-    def _real_val_features(self, global_model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """The global model's features of the validation images whose class some client holds."""
+    def _held_val_mask(self) -> torch.Tensor:
+        """Which validation images show a class some client holds (the only classes the generator learns)."""
         val = self.server.val
-        keep = torch.isin(val.y, self.available_labels.to(val.y.device))
+        return torch.isin(val.y, self.available_labels.to(val.y.device))
+
+    def scored_classes(self) -> int:
+        """How many classes the probe is scored on: held by a client and present in the validation split."""
+        return len(self.server.val.y[self._held_val_mask()].unique())
+
+    @torch.no_grad()
+    def _real_val_features(self, global_model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The global model's features of the validation images whose class some client holds (None when
+        there are none)."""
+        val = self.server.val
+        keep = self._held_val_mask()
+        if not bool(keep.any()):
+            return None
         x, y = val.x[keep], val.y[keep]
         step = self.server.eval_batch_size
         was_training = global_model.training
@@ -271,21 +284,24 @@ class FedGen(FedAvg):
         global_model.train(was_training)
         return features, y
 
-    def probe_accuracy(self, rnd: int, global_model: nn.Module) -> tuple[float, float]:
+    def probe_accuracy(self, rnd: int, global_model: nn.Module) -> tuple[float, float] | None:
         """Validation accuracy of a linear head trained only on the generator's features, applied to the
         global model's features of real validation images (classes some client holds); and, for scale, the
         global model's own head's accuracy on the same images (the most a linear head on them is likely to get).
 
         The clients' heads always classify the generator's features (it is trained to make them agree), so
-        that number cannot tell a generator that learnt the classes' real feature distribution from one that
-        found any region the heads label confidently. A head that learnt from generated features alone and
-        still classifies real ones can only do so if the generated features resemble the real ones: the
-        knowledge FedGen's regulariser is meant to carry to clients. Zero-initialised, full-batch Adam on
-        ``PROBE_PER_CLASS`` samples of each held class, from its own seeded stream (no run stream moves).
+        that number cannot fail. The probe asks whether the classes as the generator draws them separate the
+        global model's real validation features the way their labels do, which is what the clients' heads
+        learn from the teacher term. It does not ask whether generated vectors look like real ones (scale,
+        sign, spread): a generator whose classes lie along the heads' class directions passes, and one whose
+        classes separate along directions real features do not use fails. Zero-initialised, full-batch Adam
+        on ``PROBE_PER_CLASS`` samples of each held class, from its own seeded stream (no run stream moves).
+        None when the validation split has no image of a held class.
         """
-        real, real_labels = self._real_val_features(global_model)
-        if len(real_labels) == 0:
-            return 0.0, 0.0
+        found = self._real_val_features(global_model)
+        if found is None:
+            return None
+        real, real_labels = found
         with torch.no_grad():
             own_head = float((global_model.head(real).argmax(1) == real_labels).float().mean())
         device = self.server.device
@@ -311,9 +327,13 @@ class FedGen(FedAvg):
     def mechanism(self, series):
         probe = series.get("server.generator_probe_val_accuracy", {})
         if not probe:
+            if series.get("server.generator_teacher_accuracy"):
+                return {"engaged": None, "evidence": "not judged: the generator trained, but its probe was not "
+                                                     "recorded (no validation image of a class the clients hold)"}
             return {"engaged": False, "evidence": "the generator never trained"}
         last = probe[max(probe)]
-        chance = 1.0 / len(self.available_labels)
+        chance = 1.0 / self.scored_classes()
+
         def last_text(key: str) -> str:
             values = series.get(key, {})
             return f"{100 * values[max(values)]:.1f}%" if values else "not recorded"

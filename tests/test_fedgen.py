@@ -134,7 +134,6 @@ def test_generator_training_changes_the_generator_and_logs_losses(tiny):
     assert set(server.diagnostics) == {"generator_teacher_loss", "generator_diversity_loss", "generator_teacher_accuracy",
                                        "generator_probe_val_accuracy", "global_head_probe_val_accuracy"}
     assert 0.0 <= server.diagnostics["generator_teacher_accuracy"] <= 1.0
-    assert 0.0 <= server.diagnostics["generator_probe_val_accuracy"] <= 1.0
     assert "generator" in server.timings and "probe_diagnostic" in server.timings
     assert not alg.generator.training
 
@@ -181,26 +180,60 @@ class _CentroidGenerator(torch.nn.Module):
         return self.centres[labels] + 0.01 * noise[:, :1]
 
 
-def test_probe_reads_real_features_only_when_generated_features_resemble_them(tiny):
-    _, _, server, alg, _, model, _ = setup_fedgen(tiny)
+def _real_centres(alg, model, num_classes):
     real, labels = alg._real_val_features(model)
-    centres = torch.stack([real[labels == c].mean(0) if (labels == c).any() else torch.zeros(real.shape[1])
-                           for c in range(server.num_classes)])
-    alg.generator = _CentroidGenerator(centres)
-    informed, _ = alg.probe_accuracy(1, model)
-    alg.generator = _CentroidGenerator(centres, label_blind=True)
-    blind, _ = alg.probe_accuracy(1, model)
-    chance = 1.0 / len(alg.available_labels)
-    assert informed >= 2 * chance
-    assert blind < 2 * chance
-    assert informed > blind
+    return torch.stack([real[labels == c].mean(0) if (labels == c).any() else torch.zeros(real.shape[1])
+                        for c in range(num_classes)])
 
 
-def test_probe_uses_validation_images_of_held_classes_and_moves_no_global_rng(tiny):
+def test_probe_reads_real_features_only_when_generated_classes_separate_them_as_labelled(tiny):
     _, _, server, alg, _, model, _ = setup_fedgen(tiny)
+    centres = _real_centres(alg, model, server.num_classes)
+    chance = 1.0 / alg.scored_classes()
+    alg.generator = _CentroidGenerator(centres)
+    informed, own_head = alg.probe_accuracy(1, model)
+    assert informed >= 2 * chance
+    alg.generator = _CentroidGenerator(centres, label_blind=True)
+    assert alg.probe_accuracy(1, model)[0] < 2 * chance
+    # perfectly separable generated classes, but each at another class's real centre: scored on real
+    # features, the probe must fail (scored on the generated ones, it would read 100%)
+    shifted = torch.roll(torch.arange(server.num_classes), 1)
+    alg.generator = _CentroidGenerator(centres[shifted])
+    assert alg.probe_accuracy(1, model)[0] < 2 * chance
+    assert 0.0 < own_head <= 1.0
+
+
+def test_probe_scores_validation_images_of_held_classes_only(tiny):
+    _, _, server, alg, _, model, _ = setup_fedgen(tiny)
+    held = torch.tensor([0, 2, 3])
+    alg.available_labels = held
     _, labels = alg._real_val_features(model)
-    assert set(labels.tolist()) <= set(alg.available_labels.tolist())
+    assert set(labels.tolist()) == set(held.tolist()) & set(server.val.y.tolist())
+    assert len(labels) == int(torch.isin(server.val.y, held).sum())
+    assert alg.scored_classes() == len(set(labels.tolist()))
+
+
+def test_probe_changes_no_model_generator_or_random_stream(tiny):
+    _, _, server, alg, executor, model, flat = setup_fedgen(tiny, generator_steps=3)
+    alg.after_aggregate(1, model, flat, executor.train_round(1, [0, 1], flat, alg))
+    weights, generator = flat.clone(), copy.deepcopy(alg.generator.state_dict())
+    optimizer = copy.deepcopy(alg.optimizer.state_dict())
     state = torch.random.get_rng_state()
     first = alg.probe_accuracy(2, model)
     assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.equal(weights, flat) and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, alg.generator.state_dict()[k]) for k, v in generator.items())
+    assert all(p.grad is None for p in alg.generator.parameters()) and not alg.generator.training
+    after = alg.optimizer.state_dict()["state"]
+    assert all(torch.equal(v, after[k][name]) for k, st in optimizer["state"].items() for name, v in st.items())
     assert alg.probe_accuracy(2, model) == first
+
+
+def test_no_validation_image_of_a_held_class_skips_the_probe_and_the_verdict(tiny):
+    _, _, server, alg, executor, model, flat = setup_fedgen(tiny, generator_steps=3)
+    absent = torch.tensor([c for c in range(server.num_classes) if c not in set(server.val.y.tolist())])
+    alg.available_labels = absent
+    assert alg.probe_accuracy(1, model) is None
+    alg.after_aggregate(1, model, flat, executor.train_round(1, [0, 1], flat, alg))
+    assert "generator_probe_val_accuracy" not in server.diagnostics
+    assert "generator_teacher_accuracy" in server.diagnostics

@@ -42,9 +42,10 @@ def test_feddf_needs_a_teacher_better_than_the_student_in_most_scored_rounds():
 
 
 def test_fedgen_needs_a_probe_trained_on_generated_features_to_reach_twice_chance_on_real_ones():
-    def judge(series, held_classes):
+    def judge(series, held_classes, val_labels=tuple(range(10))):
         algorithm = FedGen.__new__(FedGen)
-        algorithm.server = types.SimpleNamespace(num_classes=10)
+        val = types.SimpleNamespace(y=torch.tensor(val_labels))
+        algorithm.server = types.SimpleNamespace(num_classes=10, val=val)
         algorithm.available_labels = torch.arange(held_classes)
         return algorithm.mechanism(series)
 
@@ -53,8 +54,13 @@ def test_fedgen_needs_a_probe_trained_on_generated_features_to_reach_twice_chanc
     # chance is over the classes the clients hold: 0.25 is only chance when 4 classes are held
     assert judge({"server.generator_probe_val_accuracy": {1: 0.25}}, 4)["engaged"] is False
     # the clients' heads agreeing with the generator is not enough (it is trained to make them agree)
+    # ... and without the probe (no validation image of a held class) there is nothing to judge
     verdict = judge({"server.generator_teacher_accuracy": {1: 1.0}}, 10)
-    assert verdict["engaged"] is False
+    assert verdict["engaged"] is None
+    assert judge({}, 10)["engaged"] is False  # the generator never trained
+    # chance counts the held classes the validation split shows: 2 of the 10 held classes here
+    assert judge({"server.generator_probe_val_accuracy": {1: 0.9}}, 10, val_labels=(0, 1, 1))["engaged"] is False
+    assert judge({"server.generator_probe_val_accuracy": {1: 1.0}}, 10, val_labels=(0, 1, 1))["engaged"] is True
 
 
 def test_dynafed_needs_a_synthetic_set_that_trains_models_to_twice_chance():
