@@ -42,3 +42,17 @@ def test_table_has_a_header_and_one_line_per_variant():
     assert len(rows) == len(FAST)
     assert [row.split()[2] for row in rows] == list(FAST)
     assert "loss" in rows[-1]
+
+
+def test_dynafed_norm_bound_removes_only_the_norms_and_times_both_variants():
+    import torch
+
+    from benchmarks.models import ConvNet
+    from benchmarks.perf.dynafed import _without_norm, alternate
+
+    model = _without_norm(ConvNet((3, 32, 32), 10, width=4, depth=3))
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 3
+    seconds = alternate({"with norm": lambda m: m, "norm removed": _without_norm}, width=4, num_classes=2, ipc=1,
+                        iterations=1, syn_steps=1, snapshots=5)
+    assert set(seconds) == {"with norm", "norm removed"} and all(v > 0 for v in seconds.values())

@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-pooling", action="store_true",
                         help="DynaFed: time synthesis with AvgPool2's hand-written gradient against plain autograd "
                              "(first width, first setting; one thread)")
+    parser.add_argument("--norm-bound", action="store_true",
+                        help="DynaFed: time synthesis with and without the ConvNet's instance norms, the most a "
+                             "faster norm could save (first width, first setting; one thread)")
     parser.add_argument("--steps", action="store_true",
                         help="measure one training step's options (eager, channels_last, bf16, torch.compile) "
                              "on the CPU instead")
@@ -97,11 +100,12 @@ def run(args) -> int:
         from benchmarks.perf.dynafed import main as dynafed_main
         default = "10x15,100x15" if torch.cuda.is_available() else "10x15"
         settings = tuple(tuple(int(v) for v in case.split("x")) for case in (args.settings or default).split(","))
-        if args.compare_pooling:
-            from benchmarks.perf.dynafed import compare_pooling
+        if args.compare_pooling or args.norm_bound:
+            from benchmarks.perf.dynafed import compare_pooling, norm_bound
             torch.set_num_threads(1)
             (classes, ipc), = settings[:1]
-            compare_pooling(int(args.widths.split(",")[0]), classes, ipc, args.iterations, args.syn_steps)
+            compare = compare_pooling if args.compare_pooling else norm_bound
+            compare(int(args.widths.split(",")[0]), classes, ipc, args.iterations, args.syn_steps)
             return 0
         dynafed_main(widths=tuple(int(w) for w in args.widths.split(",")), settings=settings,
                      iterations=args.iterations, syn_steps=args.syn_steps)
