@@ -50,6 +50,7 @@ def test_dynafed_norm_bound_removes_only_the_norms_and_times_both_variants():
     from benchmarks.models import ConvNet
     from benchmarks.perf.dynafed import _without_norm, alternate
 
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in ConvNet((3, 32, 32), 10, width=4, depth=3).modules())
     model = _without_norm(ConvNet((3, 32, 32), 10, width=4, depth=3))
     assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 3

@@ -100,6 +100,9 @@ def run(args) -> int:
         from benchmarks.perf.dynafed import main as dynafed_main
         default = "10x15,100x15" if torch.cuda.is_available() else "10x15"
         settings = tuple(tuple(int(v) for v in case.split("x")) for case in (args.settings or default).split(","))
+        if args.compare_pooling and args.norm_bound:
+            from benchmarks.core.typed import ConfigError
+            raise ConfigError("--compare-pooling, --norm-bound: one comparison a run; give one of them")
         if args.compare_pooling or args.norm_bound:
             from benchmarks.perf.dynafed import compare_pooling, norm_bound
             torch.set_num_threads(1)
