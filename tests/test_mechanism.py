@@ -53,8 +53,8 @@ def test_fedgen_needs_a_probe_trained_on_generated_features_to_reach_twice_chanc
     assert judge({"server.generator_probe_val_accuracy": {1: 0.9, 2: 0.15}}, 10)["engaged"] is False
     # chance is over the classes the clients hold: 0.25 is only chance when 4 classes are held
     assert judge({"server.generator_probe_val_accuracy": {1: 0.25}}, 4)["engaged"] is False
-    # the clients' heads agreeing with the generator is not enough (it is trained to make them agree)
-    # ... and without the probe (no validation image of a held class) there is nothing to judge
+    # the clients' heads agreeing with the generator is not judged (it is trained to make them agree):
+    # without the probe (no validation image of a held class) the verdict is None
     verdict = judge({"server.generator_teacher_accuracy": {1: 1.0}}, 10)
     assert verdict["engaged"] is None
     assert judge({}, 10)["engaged"] is False  # the generator never trained

@@ -60,11 +60,13 @@ def run_sweep(suite: Suite, jobs: int = 1, results=None, data_dir=None, progress
                disable=not progress, dynamic_ncols=True)
     failures = []
     # Written beside the runs once there are runs (a sweep refused before its first run leaves no folder).
-    if deviations.parent.is_dir():
+    written = deviations.parent.is_dir()
+    if written:
         write_deviations(deviations, suite.deviations)
     for cfg, exc in _outcomes(todo, suite.name, root, data_dir, jobs, progress, ray_options):
-        if deviations.parent.is_dir():
+        if not written and deviations.parent.is_dir():
             write_deviations(deviations, suite.deviations)
+            written = True
         if exc is not None:
             failures.append((cfg.run_id(), exc))
         bar.update(1)

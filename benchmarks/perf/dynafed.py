@@ -100,31 +100,32 @@ def measure(width: int, num_classes: int, ipc: int, iterations: int, syn_steps: 
             "parameters": len(flat)}
 
 
-def _slice_pooling(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with every AvgPool2 replaced by the plain autograd form it had before the hand-written
-    gradient (same forward values)."""
-
-    class SlicePool(torch.nn.Module):
-        def forward(self, x):
-            h, w = x.shape[-2], x.shape[-1]
-            x = x[..., :h - h % 2, :w - w % 2]
-            return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
-
-    for name, module in list(model.named_modules()):
+def _replace_modules(model: torch.nn.Module, kind: type, make) -> torch.nn.Module:
+    """``model`` with every submodule of type ``kind`` replaced by ``make()``."""
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, AvgPool2):
-                setattr(module, child_name, SlicePool())
+            if isinstance(child, kind):
+                setattr(module, child_name, make())
     return model
+
+
+class _SlicePool(torch.nn.Module):
+    """AvgPool2's plain autograd form before its hand-written gradient (same forward values)."""
+
+    def forward(self, x):
+        h, w = x.shape[-2], x.shape[-1]
+        x = x[..., :h - h % 2, :w - w % 2]
+        return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+
+
+def _slice_pooling(model: torch.nn.Module) -> torch.nn.Module:
+    return _replace_modules(model, AvgPool2, _SlicePool)
 
 
 def _without_norm(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with every GroupNorm replaced by the identity: not a model anyone should train, only the
     floor under what any faster normalisation could reach."""
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.GroupNorm):
-                setattr(module, child_name, torch.nn.Identity())
-    return model
+    return _replace_modules(model, torch.nn.GroupNorm, torch.nn.Identity)
 
 
 def alternate(variants: dict, width: int, num_classes: int, ipc: int, iterations: int, syn_steps: int,
