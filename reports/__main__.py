@@ -1,4 +1,5 @@
-"""``python -m reports SUITE [--results DIR | --from-csv DIR] [--out DIR]``: build the report of one suite.
+"""``python -m reports SUITE [--results DIR] [--published DIR] | --from-csv DIR [--out DIR]``: build the
+report of one suite.
 
 Bad input (no such suite, a --from-csv folder without its CSVs, an --out that is a file) ends with one
 line on stderr and exit status 2, never a traceback. When the suite's results folder is absent but
@@ -29,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/)")
     source.add_argument("--from-csv", metavar="DIR", help="rebuild from DIR/runs.csv and DIR/curves.csv (a report "
                         "folder) instead of result folders")
+    parser.add_argument("--published", metavar="DIR", help="an earlier report folder of this suite: the runs its "
+                        "CSVs include that have no result folder are taken from them (not with --from-csv)")
     parser.add_argument("--out", help="report folder (default: reports/<suite>/ in the repository)")
     args = parser.parse_args(argv)
+    if args.published and args.from_csv:
+        print("reports: --published: not with --from-csv (which reads one report's CSVs only)", file=sys.stderr)
+        return 2
     try:
         out = Path(args.out) if args.out else _default_out(args.suite)
         if args.from_csv:
@@ -38,13 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results = results_root(args.results)
             committed = REPO_ROOT / "reports" / args.suite
-            if (not (results / args.suite).is_dir() and not args.results and args.suite not in RESERVED
+            if (not (results / args.suite).is_dir() and not args.results and not args.published
+                    and args.suite not in RESERVED
                     and (committed / RUNS_CSV).is_file() and (committed / CURVES_CSV).is_file()):
                 print(f"reports: no folder {results / args.suite}; rebuilding from {committed / RUNS_CSV} and "
                       f"{CURVES_CSV}", file=sys.stderr)
                 written = build_from_csv(args.suite, committed, out)
             else:
-                written = build_report(args.suite, results, out)
+                written = build_report(args.suite, results, out,
+                                       Path(args.published) if args.published else None)
     except ReportError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Build a suite's report folder: tables, figures, tidy CSVs and index.html.
 
-The source is either the suite's run folders (``build_report``) or the CSVs an earlier report wrote
-(``build_from_csv``); both give the same bytes. Nothing here imports torch or reads the runner's code
+The source is either the suite's run folders (``build_report``), optionally joined with the runs an
+earlier report published (its CSVs), or the CSVs an earlier report wrote (``build_from_csv``); all give the
+same bytes for the same runs. Nothing here imports torch or reads the runner's code
 paths: a report must be buildable on any machine that has only the results (or the CSVs), and must
 never change a result.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from reports.load import load_results
 from reports.names import Setting, remember_titles, row_order, row_title, setting_labels, setting_order, setting_slug
 from reports.paper import gain_table, load_reference, paper_table, paper_value
 from reports.provenance import provenance
+from reports.published import with_published
 from reports.render import Table, to_latex, to_markdown
 from reports.tables import (best_val_table, cost_table, cpu_clocked, deviations_table, eval_split, excluded_table,
                             main_table, mechanism_table, on_clock, settings_table, time_rows, variants_table)
@@ -34,15 +37,21 @@ __all__ = ["ReportError", "build_report", "build_from_csv"]
 MINUTES_FROM = 600.0
 
 
-def build_report(suite: str, results: Path, out: Path) -> list[Path]:
+def build_report(suite: str, results: Path, out: Path, published: Path | None = None) -> list[Path]:
     """Write the report of ``suite`` from ``<results>/<suite>/`` into ``out``; returns the files written,
-    index.html last."""
+    index.html last. With ``published`` (an earlier report folder of the suite), the runs it includes that
+    have no folder under the results are taken from its CSVs (``reports.published``)."""
     suite_dir = Path(results) / suite
     if not suite_dir.is_dir():
         raise ReportError(f"reports: no results for suite {suite!r}: {suite_dir} is not a folder "
                           f"(run `python -m benchmarks sweep {suite}` first, or pass --results or --from-csv)")
+    data = load_results(suite, suite_dir, Path(results))
+    if published is not None:
+        data, carried = with_published(data, load_csvs(suite, published))
+        print(f"reports: {len(carried)} runs taken from {Path(published) / RUNS_CSV} (no folder under "
+              f"{suite_dir})", file=sys.stderr)
     _check_out(out)
-    return write_report(load_results(suite, suite_dir, Path(results)), out)
+    return write_report(data, out)
 
 
 def build_from_csv(suite: str, directory: Path, out: Path) -> list[Path]:

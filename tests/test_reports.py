@@ -692,3 +692,45 @@ def test_a_cell_marked_not_engaged_shows_the_failing_seed_s_evidence(tmp_path):
     build_report("mech", tmp_path / "results", tmp_path / "out")
     row = _row((tmp_path / "out" / "mechanism.md").read_text(), "DynaFed")
     assert row[2] == "**NO (1 of 2 seeds)**" and row[3] == "seed 1 evidence"
+
+
+def test_new_run_folders_joined_with_an_earlier_report_s_runs_give_the_full_report(built, tmp_path, capsys):
+    """A grid finished on a second machine: half its runs survive only in the first machine's committed
+    report, the rest are folders here; the joined report is the one all folders would give, byte for byte."""
+    root, first = built
+    runs = pd.read_csv(first / "runs.csv", keep_default_na=False)
+    included = sorted(runs.loc[runs["excluded"] == "", "run"])
+    imaged = "dynafed_fmnist_balanced_dirichlet-0.01_s0_0123456789"  # a carried run brings its image grid
+    earlier = set(included[::2]) | {imaged}
+    redone = included[2]  # the new machine redid one published run: its folder wins (the same experiment)
+    assert imaged != redone and (first / "figures" / "synthetic" / f"{imaged}.png").is_file()
+    old, new = tmp_path / "old", tmp_path / "new"
+    folders = {p.name for p in (root / SUITE).iterdir() if p.is_dir()}
+    for results, drop in ((old, folders - earlier), (new, earlier - {redone})):
+        shutil.copytree(root, results)
+        for name in drop:
+            shutil.rmtree(results / SUITE / name)
+    build_report(SUITE, old, tmp_path / "published")
+    assert reports_main([SUITE, "--results", str(new), "--published", str(tmp_path / "published"),
+                         "--out", str(tmp_path / "joined")]) == 0
+    assert f"{len(earlier) - 1} runs taken from {tmp_path / 'published' / 'runs.csv'}" in capsys.readouterr().err
+    _assert_same_tree(first, tmp_path / "joined")
+
+
+def test_a_run_the_earlier_report_excluded_is_not_carried(tmp_path):
+    suite = tmp_path / "old" / "carry"
+    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.5])
+    (suite / ".tmp-fedavg_crashed").mkdir()
+    build_report("carry", tmp_path / "old", tmp_path / "published")
+    write_run(tmp_path / "new" / "carry", "fedavg", "fmnist", 0.01, 1, [0.1, 0.7])
+    build_report("carry", tmp_path / "new", tmp_path / "joined", published=tmp_path / "published")
+    joined = pd.read_csv(tmp_path / "joined" / "runs.csv", keep_default_na=False)
+    assert len(joined) == 2 and (joined["excluded"] == "").all()
+    assert _row((tmp_path / "joined" / "main_table.md").read_text(), "FedAvg")[1].endswith("(n=2)")
+
+
+def test_published_is_not_for_a_rebuild_from_csvs(built, tmp_path, capsys):
+    _one_line_error(capsys, [SUITE, "--from-csv", str(built[1]), "--published", str(built[1]), "--out",
+                             str(tmp_path / "o")], "--published: not with --from-csv")
+    _one_line_error(capsys, [SUITE, "--results", str(built[0]), "--published", str(tmp_path / "none"), "--out",
+                             str(tmp_path / "o")], "not a folder")

@@ -91,3 +91,37 @@ def test_bad_selections_are_one_line_naming_the_option(tmp_path, capsys, args, m
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "smoke").exists()
+
+
+def _published(folder, included, excluded=(), suite="smoke"):
+    """A report folder's runs.csv as `hetbench report` writes it, reduced to the columns a sweep reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [f"{suite},{IDS[i]},fedavg," for i in included] + [f"{suite},.tmp-{IDS[i]},fedavg,unfinished" for i in excluded]
+    (folder / "runs.csv").write_text("suite,run,algorithm,excluded\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_cells_an_earlier_report_published_are_listed_as_such_and_not_run(tmp_path, capsys, monkeypatch):
+    report = _published(tmp_path / "report", included=[2, 5], excluded=[6])
+    assert main(["sweep", "smoke", "--list-cells", "--published", str(report), "--results", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{i} {IDS[i]} {'published' if i in (2, 5) else 'pending'}" for i in range(len(IDS))]
+    seen = []
+    monkeypatch.setattr(benchmarks.experiments.sweep, "run_sweep", lambda suite, **kw: seen.append(suite) or [])
+    assert main(["sweep", "smoke", "--shard", "0/2", "--published", str(report), "--results", str(tmp_path)]) == 0
+    assert [c.run_id() for c in seen[-1].cells] == [IDS[i] for i in range(0, len(IDS), 2) if i != 2]
+    assert "1 of 9 cells are published in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda tmp: tmp / "none", "--published: cannot read"),
+    (lambda tmp: _published(tmp / "other", [1], suite="quick"), "holds suite quick, not smoke"),
+    (lambda tmp: (tmp / "bad").mkdir() or (tmp / "bad" / "runs.csv").write_text("a,b\n1,2\n") and tmp / "bad",
+     "lacks the columns suite, run and excluded"),
+])
+def test_a_bad_published_folder_is_one_line_naming_the_option(tmp_path, capsys, make, message):
+    folder = make(tmp_path)
+    assert main(["sweep", "smoke", "--published", str(folder), "--results", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "smoke").exists()

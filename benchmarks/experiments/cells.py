@@ -8,9 +8,13 @@ here are left out, so every node of a cluster means the same cell by the same nu
 A cell is ``finished`` when its run folder is complete, ``claimed`` while a live writer holds its
 temporary folder (``benchmarks.store.claims``: a fresh heartbeat, or a living PID on the claim's own host),
 and ``pending`` otherwise, which includes an interrupted run a sweep will resume from its checkpoint.
+With ``--published DIR`` (an earlier report of the suite, whose CSVs are committed when its result folders
+are not), a cell whose run id that report lists as included is ``published``: a sweep on a new machine
+leaves it, and ``hetbench report SUITE --published DIR`` takes its rows from that report.
 """
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +25,9 @@ from benchmarks.experiments.suites import Suite
 from benchmarks.store.claims import live_claim
 from benchmarks.store.rundir import RunDirectory
 
-FINISHED, CLAIMED, PENDING = "finished", "claimed", "pending"
+FINISHED, CLAIMED, PENDING, PUBLISHED = "finished", "claimed", "pending", "published"
+# The report's table of runs (reports.tidy.RUNS_CSV; the report layer sits above this one).
+PUBLISHED_RUNS = "runs.csv"
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -66,16 +72,42 @@ def only(suite: Suite, indices: list[int]) -> Suite:
     return replace(suite, cells=[suite.cells[i] for i in indices])
 
 
-def cell_state(root: Path, suite_name: str, cfg: RunConfig) -> str:
+def published_run_ids(directory: str | Path, suite_name: str) -> frozenset[str]:
+    """The run ids an earlier report of ``suite_name`` (a folder holding its runs.csv) lists as included;
+    ConfigError, one line naming ``--published``, when the folder has no such table or holds another suite."""
+    path = Path(directory) / PUBLISHED_RUNS
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"--published: cannot read {path} ({getattr(exc, 'strerror', None) or exc}); give "
+                          "a report folder written by `hetbench report SUITE`") from None
+    if rows and not {"suite", "run", "excluded"} <= set(rows[0]):
+        raise ConfigError(f"--published: {path} lacks the columns suite, run and excluded of a report's runs.csv")
+    suites = sorted({row["suite"] for row in rows} - {""})
+    if suites and suites != [suite_name]:
+        raise ConfigError(f"--published: {path} holds suite {', '.join(suites)}, not {suite_name}")
+    return frozenset(row["run"] for row in rows if row["excluded"] == "")
+
+
+def cell_state(root: Path, suite_name: str, cfg: RunConfig, published: frozenset[str] = frozenset()) -> str:
     out = RunDirectory(root, suite_name, cfg.run_id())
     if out.is_complete():
         return FINISHED
+    if cfg.run_id() in published:
+        return PUBLISHED
     return CLAIMED if live_claim(out.tmp) is not None else PENDING
 
 
-def cell_lines(suite: Suite, root: Path, indices: list[int]) -> list[str]:
+def cell_lines(suite: Suite, root: Path, indices: list[int], published: frozenset[str] = frozenset()) -> list[str]:
     """``--list-cells``: one ``index run_id state`` line per cell, whitespace-separated for shell tools."""
-    return [f"{i} {suite.cells[i].run_id()} {cell_state(root, suite.name, suite.cells[i])}" for i in indices]
+    return [f"{i} {suite.cells[i].run_id()} {cell_state(root, suite.name, suite.cells[i], published)}"
+            for i in indices]
+
+
+def unpublished(suite: Suite, indices: list[int], published: frozenset[str]) -> list[int]:
+    """``indices`` less the cells whose run the published report already holds."""
+    return [i for i in indices if suite.cells[i].run_id() not in published]
 
 
 def claimed_elsewhere(cells: list[RunConfig], root: Path, suite_name: str) -> list[tuple[RunConfig, dict]]:

@@ -11,6 +11,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/)")
     source.add_argument("--from-csv", metavar="DIR", help="rebuild from a report's runs.csv and curves.csv in DIR "
                                                          "(a committed report rebuilds without its results)")
+    parser.add_argument("--published", metavar="DIR",
+                        help="an earlier report folder of this suite (e.g. reports/<suite>): the runs its CSVs "
+                             "include that have no result folder are taken from them (see sweep --published)")
     parser.add_argument("--out", help="report folder (default: reports/<suite>/ in the repository)")
 
 
@@ -21,16 +24,21 @@ def run(args) -> int:
 
     if not is_suite_name(args.suite):
         raise ConfigError(f"suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
+    if args.published and args.from_csv:
+        raise ConfigError("--published: not with --from-csv (which reads one report's CSVs only)")
     if not args.from_csv:
-        refresh_deviations(args.suite, args.results)
+        refresh_deviations(args.suite, args.results, args.published)
     argv = [args.suite] + (["--results", args.results] if args.results else []) + (
-        ["--from-csv", args.from_csv] if args.from_csv else []) + (["--out", args.out] if args.out else [])
+        ["--from-csv", args.from_csv] if args.from_csv else []) + (
+        ["--published", args.published] if args.published else []) + (["--out", args.out] if args.out else [])
     return report_main(argv)
 
 
-def refresh_deviations(suite: str, results: str | None) -> None:
-    """Rewrite the results folder's deviations.csv for the suite's cells that have a run folder there, with
-    the reasons the suite file gives now (the sweep wrote the file, for every cell, when it started)."""
+def refresh_deviations(suite: str, results: str | None, published: str | None = None) -> None:
+    """Rewrite the results folder's deviations.csv for the suite's cells that have a run folder there (or a
+    row in the ``published`` report), with the reasons the suite file gives now (the sweep wrote the file,
+    for every cell, when it started)."""
+    from benchmarks.experiments.cells import published_run_ids
     from benchmarks.experiments.deviations import collect, deviation_rows
     from benchmarks.experiments.suites import SUITES_DIR, load_suite
     from benchmarks.store.rundir import results_root
@@ -40,5 +48,6 @@ def refresh_deviations(suite: str, results: str | None) -> None:
     if not folder.is_dir() or not (SUITES_DIR / f"{suite}.toml").is_file():
         return
     loaded = load_suite(suite)
-    present = [cell for cell in loaded.cells if (folder / cell.run_id()).is_dir()]
+    carried = published_run_ids(published, suite) if published else frozenset()
+    present = [cell for cell in loaded.cells if (folder / cell.run_id()).is_dir() or cell.run_id() in carried]
     write_deviations(folder / DEVIATIONS_FILE, deviation_rows(present, loaded.reasons, collect(loaded.cells)))

@@ -2,10 +2,12 @@
 
 With ``--set``/``--set-file`` that change its cells, the runs file under ``<suite>@<hash of the overrides>``,
 never among the suite's own runs; the folder is printed first and last. ``--backend ray`` runs the cells as
-Ray tasks; ``--list-cells``, ``--cell`` and ``--shard`` serve array jobs (one cell per task)."""
+Ray tasks; ``--list-cells``, ``--cell`` and ``--shard`` serve array jobs (one cell per task). ``--published
+DIR`` leaves the cells whose runs an earlier report of the suite (committed CSVs) already holds."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "runs onto a GPU)")
     parser.add_argument("--list-cells", action="store_true",
                         help="print each cell's index, run id and state (finished, claimed or pending), run nothing")
+    parser.add_argument("--published", metavar="DIR",
+                        help="an earlier report folder of this suite (e.g. reports/<suite>): the runs its runs.csv "
+                             "lists as included are not run again (build the report with the same option)")
     select = parser.add_mutually_exclusive_group()
     select.add_argument("--cell", metavar="I", help="run only cell I (an index from --list-cells), e.g. "
                                                     "$SLURM_ARRAY_TASK_ID")
@@ -37,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from benchmarks.core.typed import ConfigError
-    from benchmarks.experiments.cells import cell_lines, only, selected_indices
+    from benchmarks.experiments.cells import cell_lines, only, published_run_ids, selected_indices, unpublished
     from benchmarks.experiments.limits import check_devices
     from benchmarks.experiments.ray_cells import RayOptions
     from benchmarks.experiments.suites import load_suite
@@ -55,10 +60,16 @@ def run(args) -> int:
                                  gpus_per_run=1.0 if args.gpus_per_run is None else args.gpus_per_run)
     suite = load_suite(args.suite, args.overrides, args.set_files)
     indices = selected_indices(suite, args.cell, args.shard)
+    published = published_run_ids(args.published, suite.name) if args.published else frozenset()
     if args.list_cells:  # stdout holds only the cell lines, for shell tools (wc -l, awk)
-        for line in cell_lines(suite, results_root(args.results), indices):
+        for line in cell_lines(suite, results_root(args.results), indices, published):
             print(line)
         return 0
+    if published:
+        left = unpublished(suite, indices, published)
+        print(f"suite {suite.name}: {len(indices) - len(left)} of {len(indices)} cells are published in "
+              f"{args.published}; they are not run again", file=sys.stderr)
+        indices = left
     suite = only(suite, indices)
     if ray_options is None:  # on Ray the cluster's nodes hold the GPUs, not necessarily this machine
         check_devices(suite.cells)
