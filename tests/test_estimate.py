@@ -105,3 +105,12 @@ def test_the_cli_prints_an_estimate_and_rejects_bad_jobs(results_dir, capsys):
 def test_durations_read_naturally():
     assert [format_duration(s) for s in (12, 90, 3 * 3600 + 5 * 60, 2 * 86400 + 7200)] == \
         ["12 s", "2 min", "3 h 05 min", "2 d 2 h"]
+
+
+def test_runs_an_earlier_report_published_are_not_counted(results_dir, tmp_path, capsys):
+    suite = load_suite("smoke")
+    fedavg = [c.run_id() for c in suite.cells if c.algorithm == "fedavg"]
+    (tmp_path / "runs.csv").write_text("suite,run,excluded\n" + "".join(f"smoke,{r},\n" for r in fedavg))
+    assert main(["estimate", "smoke", "--published", str(tmp_path), "--results", str(results_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"{18 - len(fedavg)} of {18 - len(fedavg)} runs left" in out and "fedavg" not in out.split("by algorithm")[1]

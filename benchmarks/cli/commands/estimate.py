@@ -13,10 +13,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a scoped TOML file of overrides, as in `sweep` (repeatable)")
     parser.add_argument("--results", help="results root (default: $HETBENCH_RESULTS or results/); "
                                           "finished runs there are not counted")
+    parser.add_argument("--published", metavar="DIR", help="an earlier report folder of this suite: the runs it "
+                                                           "includes are not counted (as `sweep --published`)")
 
 
 def run(args) -> int:
     from benchmarks.core.typed import ConfigError
+    from benchmarks.experiments.cells import only, published_run_ids, unpublished
     from benchmarks.experiments.estimate import describe, estimate_for
     from benchmarks.experiments.limits import check_devices
     from benchmarks.experiments.suites import load_suite
@@ -24,7 +27,11 @@ def run(args) -> int:
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs: {args.jobs} must be >= 1")
-    suite, notes = load_suite(args.suite, args.overrides, args.set_files).runnable()
+    suite = load_suite(args.suite, args.overrides, args.set_files)
+    if args.published:
+        published = published_run_ids(args.published, suite.name)
+        suite = only(suite, unpublished(suite, list(range(len(suite.cells))), published))
+    suite, notes = suite.runnable()
     check_devices(suite.cells)  # costs are measured on the cells' device
     for note in notes:
         print(note)
