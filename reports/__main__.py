@@ -4,7 +4,8 @@ report of one suite.
 Bad input (no such suite, a --from-csv folder without its CSVs, an --out that is a file) ends with one
 line on stderr and exit status 2, never a traceback. When the suite's results folder is absent but
 its committed report folder holds runs.csv and curves.csv (results are not committed; those are),
-the report is rebuilt from them, so `make report SUITE=cpu` works in a fresh clone.
+the report is rebuilt from them, so `make report SUITE=cpu` works in a fresh clone. With ``--published
+DIR`` the results folder may be absent: the report is then the earlier one's finished runs.
 """
 from __future__ import annotations
 

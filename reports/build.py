@@ -42,12 +42,14 @@ def build_report(suite: str, results: Path, out: Path, published: Path | None = 
     index.html last. With ``published`` (an earlier report folder of the suite), the runs it includes that
     have no folder under the results are taken from its CSVs (``reports.published``)."""
     suite_dir = Path(results) / suite
-    if not suite_dir.is_dir():
+    if not suite_dir.is_dir() and published is None:
         raise ReportError(f"reports: no results for suite {suite!r}: {suite_dir} is not a folder "
                           f"(run `python -m benchmarks sweep {suite}` first, or pass --results or --from-csv)")
+    earlier = load_csvs(suite, published, "--published") if published is not None else None
+    # Every cell may be published: then there are no folders yet, and the earlier report is all there is.
     data = load_results(suite, suite_dir, Path(results))
-    if published is not None:
-        data, carried = with_published(data, load_csvs(suite, published))
+    if earlier is not None:
+        data, carried = with_published(data, earlier)
         print(f"reports: {len(carried)} runs taken from {Path(published) / RUNS_CSV} (no folder under "
               f"{suite_dir})", file=sys.stderr)
     _check_out(out)

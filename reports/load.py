@@ -50,7 +50,8 @@ def load_results(suite: str, suite_dir: Path, results_root: Path | None = None) 
     """Every folder under ``suite_dir``, in name order, as a row of ``runs``; the curves and partitions of
     the usable ones; DynaFed's image grids; the tuner's override files under ``results_root``."""
     records, curves, partitions, images = [], [], [], {}
-    for path in sorted(p for p in Path(suite_dir).iterdir() if p.is_dir()):
+    folders = Path(suite_dir).iterdir() if Path(suite_dir).is_dir() else ()  # none yet: every run published
+    for path in sorted(p for p in folders if p.is_dir()):
         record, curve, counts = load_run(suite, path)
         records.append(record)
         if curve is not None:

@@ -48,15 +48,16 @@ def write_csvs(suite: Suite, out: Path, drawn_partitions: list[str]) -> list[Pat
     return written
 
 
-def load_csvs(suite: str, directory: Path) -> Suite:
+def load_csvs(suite: str, directory: Path, option: str = "--from-csv") -> Suite:
     """A Suite from a folder holding runs.csv and curves.csv (partitions.csv optional); ReportError with
-    one line naming the file and the problem when they are missing or malformed."""
+    one line naming the file (or ``option``, the folder's) and the problem when they are missing or
+    malformed."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ReportError(f"reports: --from-csv {directory} is not a folder")
+        raise ReportError(f"reports: {option} {directory} is not a folder")
     for name in (RUNS_CSV, CURVES_CSV):
         if not (directory / name).is_file():
-            raise ReportError(f"reports: {directory} has no {name} (a report folder written by "
+            raise ReportError(f"reports: {option} {directory} has no {name} (a report folder written by "
                               f"`python -m reports SUITE` has one)")
     runs = _read(directory / RUNS_CSV, RUN_COLUMNS, normalise_runs, optional=DERIVED)
     suites = sorted(set(runs["suite"]) - {""})

@@ -110,7 +110,8 @@ def test_durations_read_naturally():
 def test_runs_an_earlier_report_published_are_not_counted(results_dir, tmp_path, capsys):
     suite = load_suite("smoke")
     fedavg = [c.run_id() for c in suite.cells if c.algorithm == "fedavg"]
-    (tmp_path / "runs.csv").write_text("suite,run,excluded\n" + "".join(f"smoke,{r},\n" for r in fedavg))
+    (tmp_path / "runs.csv").write_text("suite,run,excluded,status\n" + "".join(f"smoke,{r},,complete\n" for r in fedavg))
+    (tmp_path / "curves.csv").write_text("run,round,split,metric,value\n")
     assert main(["estimate", "smoke", "--published", str(tmp_path), "--results", str(results_dir)]) == 0
     out = capsys.readouterr().out
     assert f"{18 - len(fedavg)} of {18 - len(fedavg)} runs left" in out and "fedavg" not in out.split("by algorithm")[1]

@@ -695,42 +695,62 @@ def test_a_cell_marked_not_engaged_shows_the_failing_seed_s_evidence(tmp_path):
 
 
 def test_new_run_folders_joined_with_an_earlier_report_s_runs_give_the_full_report(built, tmp_path, capsys):
-    """A grid finished on a second machine: half its runs survive only in the first machine's committed
-    report, the rest are folders here; the joined report is the one all folders would give, byte for byte."""
+    """A grid finished on a second machine that kept nothing of the first but its report (CSVs, image grids,
+    tuner files): the joined report is the one all the finished folders would give, byte for byte."""
     root, first = built
     runs = pd.read_csv(first / "runs.csv", keep_default_na=False)
-    included = sorted(runs.loc[runs["excluded"] == "", "run"])
+    done = runs[(runs["excluded"] == "") | (runs["status"] == "diverged")]
+    finished = sorted(done["run"])
+    full = tmp_path / "full"
+    shutil.copytree(root, full)
+    for path in (full / SUITE).iterdir():  # unfinished and damaged folders have nothing to hand on
+        if path.is_dir() and path.name not in finished:
+            shutil.rmtree(path)
+    build_report(SUITE, full, tmp_path / "expected")
     imaged = "dynafed_fmnist_balanced_dirichlet-0.01_s0_0123456789"  # a carried run brings its image grid
-    earlier = set(included[::2]) | {imaged}
-    redone = included[2]  # the new machine redid one published run: its folder wins (the same experiment)
-    assert imaged != redone and (first / "figures" / "synthetic" / f"{imaged}.png").is_file()
+    diverged = done.loc[done["status"] == "diverged", "run"].iloc[0]  # and a diverged one its row
+    earlier = set(finished[::2]) | {imaged, diverged}
+    redone = next(r for r in finished[::2] if r not in (imaged, diverged))  # redone here: its folder wins
     old, new = tmp_path / "old", tmp_path / "new"
-    folders = {p.name for p in (root / SUITE).iterdir() if p.is_dir()}
-    for results, drop in ((old, folders - earlier), (new, earlier - {redone})):
-        shutil.copytree(root, results)
+    for results, drop in ((old, set(finished) - earlier), (new, earlier - {redone})):
+        shutil.copytree(full, results)
         for name in drop:
             shutil.rmtree(results / SUITE / name)
+    shutil.rmtree(new / "tuning")  # the tuner's files survive in the earlier report only
     build_report(SUITE, old, tmp_path / "published")
     assert reports_main([SUITE, "--results", str(new), "--published", str(tmp_path / "published"),
                          "--out", str(tmp_path / "joined")]) == 0
     assert f"{len(earlier) - 1} runs taken from {tmp_path / 'published' / 'runs.csv'}" in capsys.readouterr().err
-    _assert_same_tree(first, tmp_path / "joined")
+    _assert_same_tree(tmp_path / "expected", tmp_path / "joined")
+    assert "Tuned hyperparameters" in (tmp_path / "joined" / "index.html").read_text()
 
 
-def test_a_run_the_earlier_report_excluded_is_not_carried(tmp_path):
-    suite = tmp_path / "old" / "carry"
-    write_run(suite, "fedavg", "fmnist", 0.01, 0, [0.1, 0.5])
-    (suite / ".tmp-fedavg_crashed").mkdir()
+def test_only_finished_runs_are_carried_and_they_replace_a_damaged_folder(tmp_path):
+    old = tmp_path / "old" / "carry"
+    ids = [write_run(old, "fedavg", "fmnist", 0.01, seed, [0.1, 0.5 + 0.1 * seed]).name for seed in (0, 1)]
+    # A crashed run under a setting no other run has: its row is not carried, nor is its setting's column.
+    write_run(old, "fedavg", "fmnist", 0.01, 3, [0.1, 0.2], config={"knob": 1}, folder=".tmp-crashed", drop=("summary",))
     build_report("carry", tmp_path / "old", tmp_path / "published")
-    write_run(tmp_path / "new" / "carry", "fedavg", "fmnist", 0.01, 1, [0.1, 0.7])
+    assert "config.knob" in pd.read_csv(tmp_path / "published" / "runs.csv").columns
+    new = tmp_path / "new" / "carry"
+    write_run(new, "fedavg", "fmnist", 0.01, 1, [0.1, 0.6], drop=("summary",))  # cut off here, whole there
+    ids.append(write_run(new, "fedavg", "fmnist", 0.01, 2, [0.1, 0.7]).name)
     build_report("carry", tmp_path / "new", tmp_path / "joined", published=tmp_path / "published")
     joined = pd.read_csv(tmp_path / "joined" / "runs.csv", keep_default_na=False)
-    assert len(joined) == 2 and (joined["excluded"] == "").all()
-    assert _row((tmp_path / "joined" / "main_table.md").read_text(), "FedAvg")[1].endswith("(n=2)")
+    assert list(joined["run"]) == ids and (joined["excluded"] == "").all() and "config.knob" not in joined.columns
+    assert _row((tmp_path / "joined" / "main_table.md").read_text(), "FedAvg")[1].endswith("(n=3)")
+    # Every cell published, none run here yet: the report is the earlier one's finished runs.
+    build_report("carry", tmp_path / "nothing", tmp_path / "alone", published=tmp_path / "published")
+    assert list(pd.read_csv(tmp_path / "alone" / "runs.csv")["run"]) == ids[:2]
 
 
-def test_published_is_not_for_a_rebuild_from_csvs(built, tmp_path, capsys):
+def test_published_is_not_for_a_rebuild_from_csvs_and_must_be_a_report(built, tmp_path, capsys):
     _one_line_error(capsys, [SUITE, "--from-csv", str(built[1]), "--published", str(built[1]), "--out",
                              str(tmp_path / "o")], "--published: not with --from-csv")
     _one_line_error(capsys, [SUITE, "--results", str(built[0]), "--published", str(tmp_path / "none"), "--out",
-                             str(tmp_path / "o")], "not a folder")
+                             str(tmp_path / "o")], "--published", "is not a folder")
+    (tmp_path / "half").mkdir()
+    shutil.copy(built[1] / "runs.csv", tmp_path / "half" / "runs.csv")
+    _one_line_error(capsys, [SUITE, "--results", str(built[0]), "--published", str(tmp_path / "half"), "--out",
+                             str(tmp_path / "o")], "--published", "has no curves.csv")
+    assert not (tmp_path / "o").exists()

@@ -93,16 +93,19 @@ def test_bad_selections_are_one_line_naming_the_option(tmp_path, capsys, args, m
     assert not (tmp_path / "smoke").exists()
 
 
-def _published(folder, included, excluded=(), suite="smoke"):
+def _published(folder, included, excluded=(), diverged=(), suite="smoke"):
     """A report folder's runs.csv as `hetbench report` writes it, reduced to the columns a sweep reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [f"{suite},{IDS[i]},fedavg," for i in included] + [f"{suite},.tmp-{IDS[i]},fedavg,unfinished" for i in excluded]
-    (folder / "runs.csv").write_text("suite,run,algorithm,excluded\n" + "\n".join(rows) + "\n")
+    rows = ([f"{suite},{IDS[i]},fedavg,,complete" for i in included]
+            + [f"{suite},.tmp-{IDS[i]},fedavg,unfinished,complete" for i in excluded]
+            + [f"{suite},{IDS[i]},fedavg,diverged at round 2,diverged" for i in diverged])
+    (folder / "runs.csv").write_text("suite,run,algorithm,excluded,status\n" + "\n".join(rows) + "\n")
+    (folder / "curves.csv").write_text("run,round,split,metric,value\n")
     return folder
 
 
 def test_cells_an_earlier_report_published_are_listed_as_such_and_not_run(tmp_path, capsys, monkeypatch):
-    report = _published(tmp_path / "report", included=[2, 5], excluded=[6])
+    report = _published(tmp_path / "report", included=[2], excluded=[6], diverged=[5])
     assert main(["sweep", "smoke", "--list-cells", "--published", str(report), "--results", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{i} {IDS[i]} {'published' if i in (2, 5) else 'pending'}" for i in range(len(IDS))]
@@ -114,10 +117,14 @@ def test_cells_an_earlier_report_published_are_listed_as_such_and_not_run(tmp_pa
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda tmp: tmp / "none", "--published: cannot read"),
+    (lambda tmp: tmp / "none", "is not a folder"),
     (lambda tmp: _published(tmp / "other", [1], suite="quick"), "holds suite quick, not smoke"),
-    (lambda tmp: (tmp / "bad").mkdir() or (tmp / "bad" / "runs.csv").write_text("a,b\n1,2\n") and tmp / "bad",
-     "lacks the columns suite, run and excluded"),
+    (lambda tmp: _published(tmp / "unreadable", [1]) and (tmp / "unreadable" / "runs.csv").unlink() or tmp / "unreadable",
+     "--published: cannot read"),
+    (lambda tmp: _published(tmp / "bad", [1]) and (tmp / "bad" / "runs.csv").write_text("a,b\n1,2\n") and tmp / "bad",
+     "lacks the columns suite, run, excluded and status"),
+    (lambda tmp: _published(tmp / "half", [1]) and (tmp / "half" / "curves.csv").unlink() or tmp / "half",
+     "has no curves.csv"),
 ])
 def test_a_bad_published_folder_is_one_line_naming_the_option(tmp_path, capsys, make, message):
     folder = make(tmp_path)

@@ -9,7 +9,7 @@ A cell is ``finished`` when its run folder is complete, ``claimed`` while a live
 temporary folder (``benchmarks.store.claims``: a fresh heartbeat, or a living PID on the claim's own host),
 and ``pending`` otherwise, which includes an interrupted run a sweep will resume from its checkpoint.
 With ``--published DIR`` (an earlier report of the suite, whose CSVs are committed when its result folders
-are not), a cell whose run id that report lists as included is ``published``: a sweep on a new machine
+are not), a cell whose run that report lists as finished (included or diverged) is ``published``: a sweep on a new machine
 leaves it, and ``hetbench report SUITE --published DIR`` takes its rows from that report.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from benchmarks.store.claims import live_claim
 from benchmarks.store.rundir import RunDirectory
 
 FINISHED, CLAIMED, PENDING, PUBLISHED = "finished", "claimed", "pending", "published"
-# The report's table of runs (reports.tidy.RUNS_CSV; the report layer sits above this one).
-PUBLISHED_RUNS = "runs.csv"
+# The report's tables of runs and curves (reports.tidy; the report layer sits above this one).
+PUBLISHED_RUNS, PUBLISHED_CURVES = "runs.csv", "curves.csv"
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -73,21 +73,29 @@ def only(suite: Suite, indices: list[int]) -> Suite:
 
 
 def published_run_ids(directory: str | Path, suite_name: str) -> frozenset[str]:
-    """The run ids an earlier report of ``suite_name`` (a folder holding its runs.csv) lists as included;
-    ConfigError, one line naming ``--published``, when the folder has no such table or holds another suite."""
+    """The run ids an earlier report of ``suite_name`` (a folder holding its runs.csv and curves.csv) lists
+    as finished (included, or diverged); ConfigError, one line naming ``--published``, when the folder lacks
+    either table or holds another suite."""
     path = Path(directory) / PUBLISHED_RUNS
+    if not Path(directory).is_dir():
+        raise ConfigError(f"--published: {directory} is not a folder; give a report folder written by "
+                          "`hetbench report SUITE`")
+    if not (Path(directory) / PUBLISHED_CURVES).is_file():
+        raise ConfigError(f"--published: {directory} has no {PUBLISHED_CURVES}; give a report folder written by "
+                          "`hetbench report SUITE`")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"--published: cannot read {path} ({getattr(exc, 'strerror', None) or exc}); give "
                           "a report folder written by `hetbench report SUITE`") from None
-    if rows and not {"suite", "run", "excluded"} <= set(rows[0]):
-        raise ConfigError(f"--published: {path} lacks the columns suite, run and excluded of a report's runs.csv")
+    if rows and not {"suite", "run", "excluded", "status"} <= set(rows[0]):
+        raise ConfigError(f"--published: {path} lacks the columns suite, run, excluded and status of a report's "
+                          "runs.csv")
     suites = sorted({row["suite"] for row in rows} - {""})
     if suites and suites != [suite_name]:
         raise ConfigError(f"--published: {path} holds suite {', '.join(suites)}, not {suite_name}")
-    return frozenset(row["run"] for row in rows if row["excluded"] == "")
+    return frozenset(row["run"] for row in rows if row["excluded"] == "" or row["status"] == "diverged")
 
 
 def cell_state(root: Path, suite_name: str, cfg: RunConfig, published: frozenset[str] = frozenset()) -> str:

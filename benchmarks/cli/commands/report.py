@@ -26,6 +26,9 @@ def run(args) -> int:
         raise ConfigError(f"suite: {args.suite!r} is not a suite name ({SUITE_NAME_RULE})")
     if args.published and args.from_csv:
         raise ConfigError("--published: not with --from-csv (which reads one report's CSVs only)")
+    if args.published:  # checked before anything is written
+        from benchmarks.experiments.cells import published_run_ids
+        published_run_ids(args.published, args.suite)
     if not args.from_csv:
         refresh_deviations(args.suite, args.results, args.published)
     argv = [args.suite] + (["--results", args.results] if args.results else []) + (
