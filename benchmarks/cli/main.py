@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad argument (2, already printed): a code, as for any error
         return exc.code if isinstance(exc.code, int) else 2
+    args.as_program = argv is None  # only a process started as a command may restart itself (cli.kernels)
     try:
         return int(modules[args.command].run(args) or 0)
     except user_errors() as exc:

@@ -25,13 +25,14 @@ def cpu_model() -> str:
 @lru_cache(maxsize=1)
 def kernel_libraries() -> dict:
     """oneDNN and BLAS as torch was built with them (from ``torch.__config__.show()``), and the
-    environment variable that overrides the kernels' instruction set."""
+    environment variables that cap the kernels' instruction set (``benchmarks.engine.kernels``)."""
     shown = torch.__config__.show()
     onednn = next((line.split("MKL-DNN", 1)[1].split("(")[0].strip() for line in shown.splitlines()
                    if "MKL-DNN" in line), "absent")
     blas = next((part.split("=", 1)[1] for part in shown.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
                 "unknown")
-    return {"onednn": onednn, "blas": blas, "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY", "")}
+    return {"onednn": onednn, "blas": blas, "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+            "onednn_max_cpu_isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
 
 
 def versions(device: str = "cpu") -> dict:

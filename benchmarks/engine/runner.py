@@ -31,6 +31,7 @@ from benchmarks.engine.executors import make_executor
 from benchmarks.engine.extra_data import reserve_of, with_extra_data
 from benchmarks.engine.federation import build_federation
 from benchmarks.engine.flat import bind_flat
+from benchmarks.engine.kernels import check_kernels
 from benchmarks.models import build_model
 from benchmarks.engine.provenance import versions
 from benchmarks.engine.registry import get_algorithm
@@ -108,6 +109,7 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     out = RunDirectory(results_root(results), suite, cfg.run_id())
     if out.is_complete():
         return out.final
+    check_kernels(cfg.execution.cpu_kernels)
     checkpoint = out.tmp / CHECKPOINT_NAME
     saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
     # The thread count changes float rounding (not the experiment), so it is not hashed; a resumed run

@@ -83,6 +83,10 @@ class ExecutionConfig:
     threads: int = setting(1, ge=1, doc="torch intra-op threads for this run (execution: not hashed)")
     checkpoint_every: int = setting(10, ge=0, doc="save a resumable checkpoint every k rounds; 0 = never "
                                                   "(execution: not hashed)")
+    cpu_kernels: str = setting("", choices=("", "default", "avx2", "avx512"),
+                               doc="torch's and oneDNN's CPU kernel set; '' = the best this CPU has. Like threads "
+                                   "it changes float rounding only: pin it for bit-identical runs across CPUs "
+                                   "(execution: not hashed)")
 
 
 EXECUTION_KEYS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))

@@ -25,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import time
 
+    from benchmarks.cli.kernels import ensure_kernels
     from benchmarks.cli.outcome import outcome_line
     from benchmarks.core.typed import ConfigError
     from benchmarks.engine.runner import run as run_config
@@ -43,6 +44,7 @@ def run(args) -> int:
         print(outcome_line(out.final))
         return 0
     check_devices([cfg])
+    ensure_kernels([cfg], getattr(args, "as_program", False))
     if suite != args.suite:
         print(f"--set/--set-file change the config, so the run files under {suite}, apart from {args.suite}'s own runs")
     from benchmarks.experiments.estimate import estimate_suite, format_duration

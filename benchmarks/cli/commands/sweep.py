@@ -41,6 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from benchmarks.cli.kernels import ensure_kernels
     from benchmarks.core.typed import ConfigError
     from benchmarks.experiments.cells import cell_lines, only, published_run_ids, selected_indices, unpublished
     from benchmarks.experiments.limits import check_devices
@@ -71,6 +72,7 @@ def run(args) -> int:
               f"{args.published}; they are not run again", file=sys.stderr)
         indices = left
     suite = only(suite, indices)
+    ensure_kernels(suite.cells, getattr(args, "as_program", False))
     if ray_options is None:  # on Ray the cluster's nodes hold the GPUs, not necessarily this machine
         check_devices(suite.cells)
     if suite.derived_from:
