@@ -152,11 +152,12 @@ def test_run_directory_contents(tiny, results_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["config"] == cfg.experiment_dict()
     assert "threads" not in summary["config"] and "checkpoint_every" not in summary["config"]
-    assert summary["execution"] == {"threads": 1, "checkpoint_every": 10, "executor": "sequential",
+    assert "cpu_kernels" not in summary["config"]
+    assert summary["execution"] == {"threads": 1, "checkpoint_every": 10, "cpu_kernels": "", "executor": "sequential",
                                     "executor_fallback": None}
     assert summary["algorithm_title"] == "FedAvg"
     assert set(summary["versions"]) >= {"python", "torch", "numpy", "cpu", "cpu_capability", "onednn", "blas",
-                                        "aten_cpu_capability_env"}
+                                        "aten_cpu_capability_env", "onednn_max_cpu_isa_env"}
     assert summary["versions"]["onednn"] != "absent" and summary["execution"]["threads"] >= 1
     assert summary["git_revision"]
     assert summary["best_val"]["round"] in (1, 2)

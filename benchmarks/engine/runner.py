@@ -31,7 +31,7 @@ from benchmarks.engine.executors import make_executor
 from benchmarks.engine.extra_data import reserve_of, with_extra_data
 from benchmarks.engine.federation import build_federation
 from benchmarks.engine.flat import bind_flat
-from benchmarks.engine.kernels import check_kernels
+from benchmarks.engine.kernels import KernelMismatch, check_kernels, pinned, running_kernels
 from benchmarks.models import build_model
 from benchmarks.engine.provenance import versions
 from benchmarks.engine.registry import get_algorithm
@@ -109,9 +109,13 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     out = RunDirectory(results_root(results), suite, cfg.run_id())
     if out.is_complete():
         return out.final
-    check_kernels(cfg.execution.cpu_kernels)
+    check_kernels(cfg)
     checkpoint = out.tmp / CHECKPOINT_NAME
     saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
+    # Kernels cannot change inside a process, as threads can: a pinned run resumes only under its own.
+    if saved and pinned(cfg) and saved.get("kernels", running_kernels()) != running_kernels():
+        raise KernelMismatch(f"cpu_kernels: {out.run_id} was checkpointed computing with {saved['kernels']}, this "
+                             f"process computes with {running_kernels()}; move {out.tmp} aside to start it again")
     # The thread count changes float rounding (not the experiment), so it is not hashed; a resumed run
     # keeps the count it started with, so that it still ends byte-identical to an uninterrupted one.
     threads = saved.get("threads", cfg.execution.threads) if saved else cfg.execution.threads
@@ -211,7 +215,8 @@ class RoundLoop:
             "run_hash": self.cfg.run_hash(), "round": self.rounds_done, "global_flat": self.global_flat.cpu(),
             "client_states": self.executor.client_states, "algorithm": self.algorithm.server_state(),
             "sampler": sampler_state(self.sampler), "history": self.history, "totals": self.totals,
-            "threads": self.cfg.execution.threads, "executor_fallback": self.executor.fallback_state(),
+            "threads": self.cfg.execution.threads, "kernels": running_kernels(),
+            "executor_fallback": self.executor.fallback_state(),
             "csv_bytes": csv_bytes})
 
     def extend_client_data(self) -> None:

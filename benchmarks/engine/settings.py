@@ -84,9 +84,9 @@ class ExecutionConfig:
     checkpoint_every: int = setting(10, ge=0, doc="save a resumable checkpoint every k rounds; 0 = never "
                                                   "(execution: not hashed)")
     cpu_kernels: str = setting("", choices=("", "default", "avx2", "avx512"),
-                               doc="torch's and oneDNN's CPU kernel set; '' = the best this CPU has. Like threads "
-                                   "it changes float rounding only: pin it for bit-identical runs across CPUs "
-                                   "(execution: not hashed)")
+                               doc="cap torch's and oneDNN's CPU kernels at this set ('' = no cap: what the "
+                                   "process inherits). Like threads it changes float rounding only: pin it for the "
+                                   "same bits on CPUs of other instruction sets (execution: not hashed)")
 
 
 EXECUTION_KEYS = tuple(f.name for f in dataclasses.fields(ExecutionConfig))

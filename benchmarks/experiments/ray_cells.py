@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from benchmarks.core.typed import ConfigError
+from benchmarks.engine.kernels import kernel_env, pinned
 from benchmarks.experiments.config import RunConfig
 
 # Ray reruns a task whose worker process or node died (not one whose run raised); the rerun resumes
@@ -122,6 +123,13 @@ def start_local_ray(num_cpus: int | None = None, attempts: int = 3, **init_args)
                 raise
 
 
+def pinned_environment(cfg: RunConfig) -> dict:
+    """A pinned run's kernel caps as a Ray task option: a cluster's workers keep the environment of their
+    ``ray start``, and Ray starts a fresh worker, whose torch loads capped, for a task that sets env_vars."""
+    env = kernel_env(pinned(cfg))
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def run_on_ray(todo: list[RunConfig], cell_fn: Callable, suite_name: str, root: str, data_dir, jobs: int,
                options: RayOptions) -> Iterator[tuple[RunConfig, BaseException | None]]:
     """Run ``cell_fn(config_dict, suite, root, data_dir, progress=False)`` for every cell as a Ray task; yields
@@ -136,7 +144,8 @@ def run_on_ray(todo: list[RunConfig], cell_fn: Callable, suite_name: str, root: 
     try:
         check_fits(todo, ray.nodes(), options.gpus_per_run)
         task = ray.remote(cell_fn)
-        cells = {task.options(**task_resources(cfg, options.gpus_per_run), max_retries=TASK_RETRIES)
+        cells = {task.options(**task_resources(cfg, options.gpus_per_run), max_retries=TASK_RETRIES,
+                              **pinned_environment(cfg))
                  .remote(cfg.to_dict(), suite_name, root, data_dir, False): cfg for cfg in todo}
         pending = list(cells)
         while pending:

@@ -45,11 +45,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from algorithms import get_algorithm
 from benchmarks.core import typed
-from benchmarks.experiments.config import ClientConfig, apply_overrides, config_from_dict, read_toml, set_dotted
+from benchmarks.experiments.config import (EXECUTION_KEYS, ClientConfig, apply_overrides, config_from_dict, read_toml,
+                                           set_dotted)
 from benchmarks.data.datasets import DatasetError
 from benchmarks.data.partition import PartitionError
 from benchmarks.store.rundir import ResultsError, RunDirectory, results_root
 from benchmarks.store.schema import read_summary
+from benchmarks.engine.kernels import KernelMismatch, check_kernels
 from benchmarks.engine.runner import run as run_config
 from benchmarks.experiments.study_storage import default_storage, open_storage
 from benchmarks.experiments.suites import suite_path
@@ -67,7 +69,7 @@ SURPLUS = "surplus"
 POLL_SECONDS = 2.0
 # Errors no trial can escape (missing data, a partition the base cannot make): they stop the study
 # instead of failing every trial.
-ENVIRONMENT_ERRORS = (DatasetError, PartitionError, ResultsError)
+ENVIRONMENT_ERRORS = (DatasetError, PartitionError, ResultsError, KernelMismatch)
 # Differences in these between the stored study and a new request would mix two searches in one study.
 BUDGET_KEYS = ("objective", "rounds", "pruner", "seed", "search_space", "config")
 
@@ -275,7 +277,7 @@ def open_study(req: StudyRequest, folder: Path, budget: dict, pruner) -> optuna.
                                 load_if_exists=True)
     stored = study.user_attrs
     for key in BUDGET_KEYS:
-        if key in stored and stored[key] != _plain(budget[key]):
+        if key in stored and _searched(key, stored[key]) != _searched(key, _plain(budget[key])):
             raise ConfigError(f"--study: {req.name} was run with a different {key} "
                               f"({_short(stored[key])} vs {_short(budget[key])}); choose another --study name")
     # A restart may change the trial budget, but a worker joining live ones may not: each worker admits
@@ -289,6 +291,14 @@ def open_study(req: StudyRequest, folder: Path, budget: dict, pruner) -> optuna.
         study.set_user_attr(key, _plain(value))
     study.sampler = NumberSeededTPE(req.seed)
     return study
+
+
+def _searched(key: str, value):
+    """What a budget entry says about the search: a config without its execution settings (threads, kernels,
+    checkpoints), which change how trials run, never what they compute."""
+    if key == "config" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in EXECUTION_KEYS}
+    return value
 
 
 def _plain(value):
@@ -322,6 +332,7 @@ def prepare(req: StudyRequest, data_dir=None) -> tuple[optuna.Study, Objective, 
         raise ConfigError(f"--trials: {req.trials} must be >= 1")
     base = base_config(req)
     cfg = config_from_dict(base)
+    check_kernels(cfg)  # once, before a trial: a process with other kernels would fail every one
     fixed = {item.split("=", 1)[0].strip() for item in req.overrides}
     space = search_space(req.algorithm, fixed)
     if not space:

@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from benchmarks.engine.federation import Federation, build_federation
+from benchmarks.engine.kernels import check_kernels
 from benchmarks.engine.settings import RunConfig
 from benchmarks.experiments.ray_cells import import_ray, start_local_ray
 from benchmarks.flower.client import client_app, client_data
@@ -52,6 +53,7 @@ def simulate(cfg: RunConfig, fed: Federation | None = None, data_dir=None,
     ``fed`` defaults to the federation ``cfg`` describes, built without its test set. Each node gets
     ``execution.threads`` CPUs and no GPU share unless ``backend_config`` says otherwise (for CUDA runs give
     the nodes a share, e.g. ``{"client_resources": {"num_cpus": 1, "num_gpus": 0.25}}``; not tested on a GPU)."""
+    check_kernels(cfg)  # as the runner does (a local Ray started from here inherits this process's caps)
     torch.set_num_threads(cfg.execution.threads)  # as the runner does: threads change float rounding
     if fed is None:
         fed = build_federation(cfg.dataset, cfg.partition, torch.device(cfg.device), data_dir, eval_test=False)

@@ -2,7 +2,8 @@
 
 torch picks its vectorised kernels by the CPU's instruction set (``torch.backends.cpu.
 get_cpu_capability()``: AVX512, AVX2, ...), and ``ATEN_CPU_CAPABILITY`` can restrict them (``avx2``,
-``default`` = no explicit vectorisation). Other kernels sum in another order, so the bits change from
+``default`` = no explicit vectorisation); each capability here also caps oneDNN's convolutions, as the
+execution setting ``cpu_kernels`` does (``benchmarks.engine.kernels``). Other kernels sum in another order, so the bits change from
 the first training step on; what matters is whether the *conclusions* move. For each algorithm this
 runs one cell of a suite with seed 0 under every requested capability (each run in its own process,
 since the variable is read when torch loads), and with further seeds under the machine's own
@@ -21,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.core.typed import ConfigError
+from benchmarks.engine.kernels import KERNEL_SETS, kernel_env
 from benchmarks.experiments.suites import load_suite
 
 
@@ -31,12 +34,11 @@ def _cell(suite: str, algorithm: str, alpha: float, seed: int, overrides: list[s
 
 
 def run_cell(config: dict, results: Path, capability: str | None) -> float:
-    """Final test accuracy of ``config`` run in a fresh process with ``ATEN_CPU_CAPABILITY=capability``
-    (None: the machine's own kernels)."""
-    env = dict(os.environ)
-    env.pop("ATEN_CPU_CAPABILITY", None)
-    if capability:
-        env["ATEN_CPU_CAPABILITY"] = capability
+    """Final test accuracy of ``config`` run in a fresh process capped at ``capability`` (torch's and
+    oneDNN's kernels, as ``cpu_kernels`` pins them; None: the machine's own kernels)."""
+    env = {k: v for k, v in os.environ.items() if k not in kernel_env("avx2")}
+    config = {**config, "cpu_kernels": capability or ""}  # the cell's own pin would refuse the other kernels
+    env.update(kernel_env(capability or ""))
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(config, fh)
     code = ("import json, sys; from benchmarks.engine.runner import run; "
@@ -57,6 +59,9 @@ def measure(suite: str = "quick", alpha: float = 0.04, capabilities: tuple[str, 
             overrides: tuple[str, ...] = (), scratch: Path | None = None) -> list[dict]:
     """One row per algorithm: seed-0 accuracy under the machine's kernels and under each capability,
     and the standard deviation over seed 0 and ``seeds`` under the machine's kernels."""
+    unknown = [c for c in capabilities if c not in KERNEL_SETS]
+    if unknown:
+        raise ConfigError(f"--capabilities: {', '.join(unknown)} is not one of {', '.join(KERNEL_SETS)}")
     names = algorithms or tuple(dict.fromkeys(c.algorithm for c in load_suite(suite).cells))
     root = Path(scratch or tempfile.mkdtemp(prefix="hetbench-portability-"))
     rows = []

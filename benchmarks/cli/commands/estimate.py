@@ -18,6 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from benchmarks.cli.kernels import ensure_kernels
     from benchmarks.core.typed import ConfigError
     from benchmarks.experiments.cells import only, published_run_ids, unpublished
     from benchmarks.experiments.estimate import describe, estimate_for
@@ -32,7 +33,8 @@ def run(args) -> int:
         published = published_run_ids(args.published, suite.name)
         suite = only(suite, unpublished(suite, list(range(len(suite.cells))), published))
     suite, notes = suite.runnable()
-    check_devices(suite.cells)  # costs are measured on the cells' device
+    check_devices(suite.cells)  # costs are measured on the cells' device, and with their kernels
+    ensure_kernels(suite.cells, getattr(args, "as_program", False))
     for note in notes:
         print(note)
     print(describe(suite.name, estimate_for(suite, results_root(args.results), args.jobs)))

@@ -31,7 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import optuna
 
-    from benchmarks.experiments.tune import OBJECTIVE, StudyRequest
+    from benchmarks.cli.kernels import ensure_kernels
+    from benchmarks.experiments.config import config_from_dict
+    from benchmarks.experiments.tune import OBJECTIVE, StudyRequest, base_config
     from benchmarks.experiments.tune_pool import tune_with_workers
 
     # Our own line per trial says what Optuna's log would, without a traceback for every diverged trial.
@@ -39,6 +41,7 @@ def run(args) -> int:
     req = StudyRequest(algorithm=args.algorithm, dataset=args.dataset, alpha=args.alpha, trials=args.trials,
                        base=args.base, rounds=args.rounds, storage=args.storage, study=args.study,
                        pruner=args.pruner, overrides=tuple(args.overrides), seed=args.seed, results=args.results)
+    ensure_kernels([config_from_dict(base_config(req))], getattr(args, "as_program", False))
     outcome = tune_with_workers(req, args.workers, data_dir=args.data_dir, progress=not args.no_progress)
     print(f"trials: {outcome.trials_csv}")
     if outcome.best_toml is None:
