@@ -66,13 +66,14 @@ def run(args) -> int:
         for line in cell_lines(suite, results_root(args.results), indices, published):
             print(line)
         return 0
+    # Before anything is printed: the restart would print it again.
+    ensure_kernels([suite.cells[i] for i in indices], getattr(args, "as_program", False))
     if published:
         left = unpublished(suite, indices, published)
         print(f"suite {suite.name}: {len(indices) - len(left)} of {len(indices)} cells are published in "
               f"{args.published}; they are not run again", file=sys.stderr)
         indices = left
     suite = only(suite, indices)
-    ensure_kernels(suite.cells, getattr(args, "as_program", False))
     if ray_options is None:  # on Ray the cluster's nodes hold the GPUs, not necessarily this machine
         check_devices(suite.cells)
     if suite.derived_from:
