@@ -30,10 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="with --backend ray: the GPU share each CUDA run declares (default 1; 0.25 packs four "
                              "runs onto a GPU)")
     parser.add_argument("--list-cells", action="store_true",
-                        help="print each cell's index, run id and state (finished, claimed or pending), run nothing")
+                        help="print each cell's index, run id and state (finished, claimed, pending, or with "
+                             "--published: published), run nothing")
     parser.add_argument("--published", metavar="DIR",
                         help="an earlier report folder of this suite (e.g. reports/<suite>): the runs its runs.csv "
-                             "lists as included are not run again (build the report with the same option)")
+                             "lists as finished are not run again (build the report with the same option)")
     select = parser.add_mutually_exclusive_group()
     select.add_argument("--cell", metavar="I", help="run only cell I (an index from --list-cells), e.g. "
                                                     "$SLURM_ARRAY_TASK_ID")
