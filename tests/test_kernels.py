@@ -18,7 +18,7 @@ import benchmarks.engine.runner
 import benchmarks.engine.kernels
 from benchmarks.cli.kernels import ensure_kernels
 from benchmarks.core.typed import ConfigError
-from benchmarks.engine.kernels import KERNEL_SETS, KernelMismatch, check_kernels, kernel_env
+from benchmarks.engine.kernels import CAP_VARIABLES, KERNEL_SETS, KernelMismatch, check_kernels, kernel_env
 from benchmarks.engine.runner import RunStopped, run
 from benchmarks.experiments.ray_cells import pinned_environment
 from benchmarks.experiments.tune import _searched
@@ -58,7 +58,7 @@ def test_runs_that_pin_different_kernel_sets_are_not_started_together(tiny):
 
 
 def test_the_command_line_restarts_under_the_pinned_kernels_and_records_them(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    env = {k: v for k, v in os.environ.items() if k not in CAP_VARIABLES}
     done = subprocess.run([sys.executable, "-m", "benchmarks", "sweep", "smoke", "--cell", "0", "--set",
                            "cpu_kernels=default", "--results", str(tmp_path), "--no-progress"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

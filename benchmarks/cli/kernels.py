@@ -12,7 +12,7 @@ import os
 import sys
 
 from benchmarks.core.typed import ConfigError
-from benchmarks.engine.kernels import check_hardware, kernel_env, pinned
+from benchmarks.engine.kernels import capped_at, check_hardware, env_words, kernel_env, pinned
 
 
 def ensure_kernels(cells, may_restart: bool) -> None:
@@ -24,10 +24,8 @@ def ensure_kernels(cells, may_restart: bool) -> None:
         raise ConfigError(f"cpu_kernels: these runs pin {', '.join(wanted)}; one process computes with one "
                           "kernel set, so run them in separate commands")
     check_hardware(wanted[0])
-    env = kernel_env(wanted[0])
-    if all(os.environ.get(key) == value for key, value in env.items()) or not may_restart:
+    if capped_at(wanted[0]) or not may_restart:
         return
-    print(f"cpu_kernels = {wanted[0]}: restarting with {' '.join(f'{k}={v}' for k, v in env.items())}",
-          file=sys.stderr, flush=True)
+    print(f"cpu_kernels = {wanted[0]}: restarting with {env_words(wanted[0])}", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **env})
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **kernel_env(wanted[0])})

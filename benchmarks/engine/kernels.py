@@ -16,6 +16,8 @@ import os
 
 from benchmarks.core.typed import ConfigError
 
+# The environment variables that cap the kernels; read once, when torch loads.
+CAP_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 # cpu_kernels -> (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, what torch then reports as its capability)
 KERNEL_SETS = {"default": ("default", "SSE41", ("DEFAULT", "NO AVX")), "avx2": ("avx2", "AVX2", ("AVX2",)),
                "avx512": ("avx512", "AVX512_CORE", ("AVX512",))}
@@ -32,10 +34,17 @@ def pinned(cfg) -> str:
 
 def kernel_env(cpu_kernels: str) -> dict[str, str]:
     """The environment that caps a process at ``cpu_kernels`` (empty for '': no cap)."""
-    if not cpu_kernels:
-        return {}
-    aten, onednn, _ = KERNEL_SETS[cpu_kernels]
-    return {"ATEN_CPU_CAPABILITY": aten, "ONEDNN_MAX_CPU_ISA": onednn}
+    return dict(zip(CAP_VARIABLES, KERNEL_SETS[cpu_kernels][:2])) if cpu_kernels else {}
+
+
+def capped_at(cpu_kernels: str) -> bool:
+    """Whether this process's environment holds the caps of ``cpu_kernels``."""
+    return all(os.environ.get(name) == value for name, value in kernel_env(cpu_kernels).items())
+
+
+def env_words(cpu_kernels: str) -> str:
+    """The caps of ``cpu_kernels`` as a shell would set them: ``NAME=value NAME=value``."""
+    return " ".join(f"{name}={value}" for name, value in kernel_env(cpu_kernels).items())
 
 
 def check_hardware(cpu_kernels: str) -> None:
@@ -56,14 +65,13 @@ def check_kernels(cfg) -> None:
     if not cpu_kernels:
         return
     check_hardware(cpu_kernels)
-    env = kernel_env(cpu_kernels)
     running = torch.backends.cpu.get_cpu_capability()
-    if running not in KERNEL_SETS[cpu_kernels][2] or any(os.environ.get(k) != v for k, v in env.items()):
+    if running not in KERNEL_SETS[cpu_kernels][2] or not capped_at(cpu_kernels):
         raise KernelMismatch(
             f"cpu_kernels: the run asks for {cpu_kernels} kernels, this process computes with {running} "
             f"(ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')!r}, ONEDNN_MAX_CPU_ISA="
             f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '')!r}); start it with `hetbench run` or `sweep`, which set "
-            f"{' '.join(f'{k}={v}' for k, v in env.items())} themselves, or set them before Python starts")
+            f"{env_words(cpu_kernels)} themselves, or set them before Python starts")
 
 
 def running_kernels() -> dict[str, str]:

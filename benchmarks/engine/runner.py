@@ -113,9 +113,10 @@ def run(cfg: RunConfig, suite: str = "default", results: str | Path | None = Non
     checkpoint = out.tmp / CHECKPOINT_NAME
     saved = load_checkpoint(checkpoint, cfg.run_hash()) if checkpoint.is_file() else None
     # Kernels cannot change inside a process, as threads can: a pinned run resumes only under its own.
-    if saved and pinned(cfg) and saved.get("kernels", running_kernels()) != running_kernels():
+    running = running_kernels()
+    if saved and pinned(cfg) and saved.get("kernels", running) != running:
         raise KernelMismatch(f"cpu_kernels: {out.run_id} was checkpointed computing with {saved['kernels']}, this "
-                             f"process computes with {running_kernels()}; move {out.tmp} aside to start it again")
+                             f"process computes with {running}; move {out.tmp} aside to start it again")
     # The thread count changes float rounding (not the experiment), so it is not hashed; a resumed run
     # keeps the count it started with, so that it still ends byte-identical to an uninterrupted one.
     threads = saved.get("threads", cfg.execution.threads) if saved else cfg.execution.threads

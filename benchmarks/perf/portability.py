@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.core.typed import ConfigError
-from benchmarks.engine.kernels import KERNEL_SETS, kernel_env
+from benchmarks.engine.kernels import CAP_VARIABLES, KERNEL_SETS, kernel_env
 from benchmarks.experiments.suites import load_suite
 
 
@@ -36,7 +36,7 @@ def _cell(suite: str, algorithm: str, alpha: float, seed: int, overrides: list[s
 def run_cell(config: dict, results: Path, capability: str | None) -> float:
     """Final test accuracy of ``config`` run in a fresh process capped at ``capability`` (torch's and
     oneDNN's kernels, as ``cpu_kernels`` pins them; None: the machine's own kernels)."""
-    env = {k: v for k, v in os.environ.items() if k not in kernel_env("avx2")}
+    env = {k: v for k, v in os.environ.items() if k not in CAP_VARIABLES}
     config = {**config, "cpu_kernels": capability or ""}  # the cell's own pin would refuse the other kernels
     env.update(kernel_env(capability or ""))
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
